@@ -1,0 +1,3 @@
+from promptevo.cli import main
+
+main()

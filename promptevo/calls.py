@@ -1,0 +1,46 @@
+"""One place where the roles talk to the LLM: fill a template per item, send the batch in one
+call, and log every conversation (template name and hash included) to llm_calls."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from promptevo.llm import LLM, Completion, Message
+from promptevo.store import Store
+from promptevo.templates import template
+
+
+@dataclass(frozen=True)
+class Call:
+    messages: list[Message]
+    completion: Completion
+    call_id: int | None
+
+
+def ask(
+    llm: LLM,
+    template_name: str,
+    fields: Sequence[dict[str, object]],
+    *,
+    role: str,
+    store: Store | None = None,
+    run_id: str | None = None,
+    seed: int | None = None,
+    temperature: float | None = None,
+) -> list[Call]:
+    tpl = template(template_name)
+    conversations = [tpl.messages(**f) for f in fields]
+    completions = llm.complete(conversations, seed=seed, temperature=temperature)
+    calls = []
+    for messages, comp in zip(conversations, completions):
+        call_id = None
+        if store is not None:
+            call_id = store.log_llm_call(
+                run_id=run_id, role=role, model=comp.model, messages=messages, response=comp.text,
+                prompt_tokens=comp.prompt_tokens, completion_tokens=comp.completion_tokens,
+                latency_s=comp.latency_s, attempts=comp.attempts, error=comp.error,
+                template=tpl.name, template_hash=tpl.hash,
+            )
+        calls.append(Call(messages, comp, call_id))
+    return calls

@@ -1,0 +1,185 @@
+"""The `promptevo` command. Stage commands (render, score, rewrite) run one model each; the
+optimisation commands live in cli_runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from promptevo.cli_common import (
+    DeviceOpt, HPSCheckpointOpt, JsonOpt, LLMBaseURLOpt, LLMModelOpt, ProfileOpt, RenderModelOpt,
+    build_profile, check_prompts, err, new_app, out, print_json,
+)
+from promptevo.config import PROFILES
+from promptevo.errors import UserError
+
+app = new_app(
+    "Evolve the instructions an LLM uses to rewrite text-to-image prompts, scored by HPS v2.\n\n"
+    "Start with [bold]promptevo optimize --profile tiny[/] (offline, toy models) or see "
+    "[bold]promptevo profiles[/]."
+)
+
+
+@app.command()
+def profiles(as_json: JsonOpt = False):
+    """List the model profiles and what each needs."""
+    if as_json:
+        print_json({n: {**p.to_dict(), "description": p.description, "needs": list(p.needs)} for n, p in PROFILES.items()})
+        return
+    table = Table("profile", "LLM", "renderer", "scorer", "needs")
+    for p in PROFILES.values():
+        table.add_row(
+            p.name,
+            f"{p.llm.backend}: {p.llm.model}",
+            f"{p.render.model} ({p.render.steps} steps, {p.render.width}x{p.render.height})",
+            p.scorer.name,
+            "\n".join(p.needs),
+        )
+    out.print(table)
+
+
+@app.command()
+def render(
+    prompts: Annotated[list[str], typer.Argument(help="Prompts to render.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for PNGs and their JSON sidecars.")] = Path("images"),
+    seed: Annotated[int, typer.Option(help="Seed of the first image; each further image adds 1.")] = 0,
+    per_prompt: Annotated[int, typer.Option(min=1, help="Images per prompt.")] = 1,
+    profile: ProfileOpt = "tiny",
+    device: DeviceOpt = None,
+    render_model: RenderModelOpt = None,
+    as_json: JsonOpt = False,
+):
+    """Render prompts to PNG files named by content hash, each with a JSON sidecar holding the
+    prompt, seed and render config needed to make it again."""
+    from promptevo.render import DiffusersRenderer, png_bytes, to_uint8
+    from promptevo.hashing import sha256_hex
+
+    prompts = check_prompts(prompts)
+    prof = build_profile(profile, device=device, render_model=render_model)
+    with err.status("loading renderer"):
+        renderer = DiffusersRenderer(prof.render)
+    jobs = [(p, seed + i * per_prompt + k) for i, p in enumerate(prompts) for k in range(per_prompt)]
+    with err.status(f"rendering {len(jobs)} images"):
+        batch = renderer.render([p for p, _ in jobs], [s for _, s in jobs])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pixels = to_uint8(batch.images)
+    rows = []
+    for (prompt, s), img, size in zip(jobs, pixels, batch.batch_sizes):
+        data = png_bytes(img)
+        name = sha256_hex(data)[:16]
+        path = out_dir / f"{name}.png"
+        path.write_bytes(data)
+        meta = {
+            "image": path.name, "prompt": prompt, "seed": s, "batch_size": size,
+            "render_config": renderer.config.identity(), "render_config_hash": renderer.config.hash,
+        }
+        path.with_suffix(".json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
+        rows.append({"path": str(path), "prompt": prompt, "seed": s})
+    if as_json:
+        print_json(rows)
+    else:
+        table = Table("image", "seed", "prompt")
+        for r in rows:
+            table.add_row(r["path"], str(r["seed"]), r["prompt"])
+        out.print(table)
+
+
+@app.command()
+def score(
+    images: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG, ...).")],
+    prompt: Annotated[str | None, typer.Option(help="Prompt to score against; default: each image's JSON sidecar prompt.")] = None,
+    profile: ProfileOpt = "tiny",
+    device: DeviceOpt = None,
+    hps_checkpoint: HPSCheckpointOpt = None,
+    as_json: JsonOpt = False,
+):
+    """Score images with HPS v2 against a prompt (x100 scale, as the HPS leaderboard)."""
+    from PIL import Image, UnidentifiedImageError
+
+    from promptevo.score import HPSScorer
+
+    targets, pil = [], []
+    for path in images:
+        if not path.is_file():
+            raise UserError(f"image {path} does not exist")
+        target = prompt
+        if target is None:
+            sidecar = path.with_suffix(".json")
+            try:
+                target = json.loads(sidecar.read_text(encoding="utf-8"))["prompt"]
+            except (OSError, ValueError, KeyError, TypeError):
+                raise UserError(f"no --prompt given and {sidecar} has no prompt") from None
+        try:
+            with Image.open(path) as im:
+                pil.append(im.convert("RGB"))
+        except (UnidentifiedImageError, OSError):
+            raise UserError(f"{path} is not an image") from None
+        targets.append(target)
+    prof = build_profile(profile, device=device, hps_checkpoint=hps_checkpoint)
+    with err.status("loading scorer"):
+        scorer = HPSScorer(prof.scorer)
+    values: list[float | None] = [None] * len(pil)
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for i, im in enumerate(pil):
+        by_size.setdefault(im.size, []).append(i)
+    for idx in by_size.values():  # one batch per image size
+        for i, v in zip(idx, scorer.score([pil[i] for i in idx], [targets[i] for i in idx])):
+            values[i] = v
+    rows = [{"image": str(p), "prompt": t, "scorer": scorer.name, "score": v} for p, t, v in zip(images, targets, values)]
+    if as_json:
+        print_json(rows)
+    else:
+        table = Table("image", "score", "prompt")
+        for r in rows:
+            table.add_row(r["image"], f"{r['score']:.3f}", r["prompt"])
+        out.print(table)
+
+
+@app.command()
+def rewrite(
+    prompts: Annotated[list[str], typer.Argument(help="Naive prompts to rewrite.")],
+    instruction: Annotated[str | None, typer.Option(help="Instruction for the LLM (default: promptevo's seed instruction).")] = None,
+    seed: Annotated[int, typer.Option(help="Sampling seed (local models).")] = 0,
+    profile: ProfileOpt = "tiny",
+    device: DeviceOpt = None,
+    llm_model: LLMModelOpt = None,
+    llm_base_url: LLMBaseURLOpt = None,
+    as_json: JsonOpt = False,
+):
+    """Rewrite prompts with the LLM under an instruction."""
+    from promptevo.generator import rewrite as do_rewrite
+    from promptevo.llm import load_llm
+    from promptevo.templates import DEFAULT_INSTRUCTION
+
+    prompts = check_prompts(prompts)
+    prof = build_profile(profile, device=device, llm_model=llm_model, llm_base_url=llm_base_url)
+    with err.status("loading LLM"):
+        llm = load_llm(prof.llm)
+    with err.status(f"rewriting {len(prompts)} prompts"):
+        results = do_rewrite(llm, instruction or DEFAULT_INSTRUCTION, prompts, seed=seed)
+    rows = [
+        {"prompt": r.prompt, "rewrite": r.text, "handling": r.handling, "model": r.completion.model, "error": r.completion.error}
+        for r in results
+    ]
+    if as_json:
+        print_json(rows)
+    else:
+        table = Table("prompt", "rewrite")
+        for r in rows:
+            table.add_row(r["prompt"], r["rewrite"])
+        out.print(table)
+
+
+def _register_subcommands() -> None:
+    from promptevo import cli_runs
+
+    cli_runs.register(app)
+
+
+def main() -> None:
+    _register_subcommands()
+    app()

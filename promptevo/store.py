@@ -1,0 +1,234 @@
+"""The SQLite store: every run, prompt, LLM call, image and score is a row written as it happens.
+
+One process writes (the driver); worker threads hand results back to it. WAL keeps readers
+(`runs show`, Datasette) working while a run writes. Image files live beside the database,
+named by the hash of their PNG bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from promptevo.errors import UserError
+from promptevo.hashing import sha256_hex
+from promptevo.migrations import apply_migrations
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def prompt_id(text: str) -> str:
+    return sha256_hex(text, 16)
+
+
+class Store:
+    def __init__(self, path: str | os.PathLike, *, readonly: bool = False):
+        self.path = Path(path)
+        self.readonly = readonly
+        self.artifacts = self.path.with_name(self.path.name + "-artifacts")
+        self._lock = threading.RLock()
+        self.conn = self._connect()
+        self.db = sqlite_utils.Database(self.conn)
+
+    # -- opening -----------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        path = self.path
+        if self.readonly:
+            if not path.exists():
+                raise UserError(f"database {path} does not exist")
+        elif path.exists() and (not os.access(path, os.W_OK) or not path.stat().st_mode & 0o222):
+            raise UserError(f"database {path} is read-only; pass a writable --db path")
+        elif not path.exists() and not os.access(path.parent if str(path.parent) else ".", os.W_OK):
+            raise UserError(f"cannot create database {path}: its folder is not writable")
+        if path.exists() and path.stat().st_size > 0:
+            with open(path, "rb") as fh:
+                if fh.read(16) != b"SQLite format 3\x00":
+                    raise UserError(f"{path} is not a SQLite database (or its header is corrupted)")
+        uri = f"file:{path}?mode=ro" if self.readonly else f"file:{path}"
+        try:
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30)
+            conn.execute("PRAGMA foreign_keys = ON")
+            if not self.readonly:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+            check = conn.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise UserError(f"database {path} is corrupted ({check}); restore it from a copy")
+            if not self.readonly:
+                apply_migrations(sqlite_utils.Database(conn))
+        except sqlite3.DatabaseError as exc:
+            raise UserError(f"cannot open database {path}: {exc}") from None
+        return conn
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+
+    def query(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            cur = self.conn.execute(sql, params)
+            cols = [c[0] for c in cur.description or []]
+            return [dict(zip(cols, row)) for row in cur.fetchall()]
+
+    def one(self, sql: str, params: Any = ()) -> dict[str, Any] | None:
+        rows = self.query(sql, params)
+        return rows[0] if rows else None
+
+    def insert(self, table: str, row: dict[str, Any]) -> int:
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        with self.transaction() as conn:
+            cur = conn.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks})", list(row.values()))
+            return int(cur.lastrowid)
+
+    # -- records -----------------------------------------------------------------------------
+
+    def add_prompt(self, text: str) -> str:
+        pid = prompt_id(text)
+        with self.transaction() as conn:
+            conn.execute("INSERT OR IGNORE INTO prompts (id, text) VALUES (?, ?)", [pid, text])
+        return pid
+
+    def add_render_config(self, config_hash: str, config: dict[str, Any]) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO render_configs (hash, config_json) VALUES (?, ?)",
+                [config_hash, json.dumps(config, sort_keys=True)],
+            )
+
+    def log_llm_call(
+        self,
+        *,
+        run_id: str | None,
+        role: str,
+        model: str,
+        messages: list[dict[str, str]],
+        response: str | None,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+        latency_s: float | None = None,
+        attempts: int = 1,
+        error: str | None = None,
+        template: str | None = None,
+        template_hash: str | None = None,
+    ) -> int:
+        return self.insert(
+            "llm_calls",
+            {
+                "run_id": run_id,
+                "created_at": now(),
+                "role": role,
+                "model": model,
+                "template": template,
+                "template_hash": template_hash,
+                "messages_json": json.dumps(messages, ensure_ascii=False),
+                "response": response,
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "latency_s": latency_s,
+                "attempts": attempts,
+                "error": error,
+            },
+        )
+
+    def event(self, run_id: str | None, kind: str, data: dict[str, Any], round: int | None = None) -> None:
+        self.insert(
+            "events",
+            {
+                "run_id": run_id,
+                "round": round,
+                "created_at": now(),
+                "kind": kind,
+                "data_json": json.dumps(data, ensure_ascii=False, default=str),
+            },
+        )
+
+    # -- images ------------------------------------------------------------------------------
+
+    def find_image(self, render_hash: str, prompt: str, seed: int) -> dict[str, Any] | None:
+        return self.one(
+            "SELECT * FROM images WHERE render_config_hash = ? AND prompt = ? AND seed = ?",
+            [render_hash, prompt, seed],
+        )
+
+    def save_image(
+        self, *, png: bytes, render_hash: str, prompt: str, seed: int, width: int, height: int, batch_size: int
+    ) -> int:
+        """Write the PNG under its content hash (atomically), then its row. Idempotent."""
+        digest = sha256_hex(png)
+        rel = Path("images") / digest[:2] / f"{digest}.png"
+        dest = self.artifacts / rel
+        if not dest.exists():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_bytes(png)
+            os.replace(tmp, dest)
+        with self.transaction() as conn:
+            conn.execute(
+                """INSERT OR IGNORE INTO images
+                   (render_config_hash, prompt, seed, content_hash, path, width, height, batch_size, created_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                [render_hash, prompt, seed, digest, str(rel), width, height, batch_size, now()],
+            )
+            row = conn.execute(
+                "SELECT id FROM images WHERE render_config_hash = ? AND prompt = ? AND seed = ?",
+                [render_hash, prompt, seed],
+            ).fetchone()
+        return int(row[0])
+
+    def image_path(self, image: dict[str, Any]) -> Path:
+        return self.artifacts / image["path"]
+
+    def find_score(self, image_id: int, scorer: str, version: str, target: str) -> dict[str, Any] | None:
+        return self.one(
+            """SELECT * FROM scores WHERE image_id = ? AND scorer = ? AND scorer_version = ?
+               AND target_prompt = ?""",
+            [image_id, scorer, version, target],
+        )
+
+    def save_score(self, *, image_id: int, scorer: str, version: str, target: str, value: float) -> int:
+        with self.transaction() as conn:
+            conn.execute(
+                """INSERT OR IGNORE INTO scores (image_id, scorer, scorer_version, target_prompt, value, created_at)
+                   VALUES (?, ?, ?, ?, ?, ?)""",
+                [image_id, scorer, version, target, float(value), now()],
+            )
+            row = conn.execute(
+                """SELECT id FROM scores WHERE image_id = ? AND scorer = ? AND scorer_version = ?
+                   AND target_prompt = ?""",
+                [image_id, scorer, version, target],
+            ).fetchone()
+        return int(row[0])
+
+    def schema(self) -> dict[str, list[str]]:
+        """Table name -> column names, for tests and `runs show`."""
+        tables = [r["name"] for r in self.query("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
+        return {t: [c[1] for c in self.conn.execute(f"PRAGMA table_info({t})")] for t in tables}

@@ -1,0 +1,48 @@
+import os
+from pathlib import Path
+
+import pytest
+
+# Nothing in the suite may reach a hub; tiny models are built into a cache shared by the session.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("PROMPTEVO_CACHE", str(Path(__file__).resolve().parent.parent / ".pytest_cache" / "promptevo-models"))
+
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    from promptevo.config import PROFILES
+
+    return PROFILES["tiny"]
+
+
+@pytest.fixture(scope="session")
+def renderer(tiny):
+    from promptevo.render import DiffusersRenderer
+
+    return DiffusersRenderer(tiny.render)
+
+
+@pytest.fixture(scope="session")
+def scorer(tiny):
+    from promptevo.score import HPSScorer
+
+    return HPSScorer(tiny.scorer)
+
+
+@pytest.fixture(scope="session")
+def smollm(tiny):
+    """The real SmolLM2-135M-Instruct, loaded once for the whole session (about 20 s)."""
+    from promptevo.llm import LocalLLM
+
+    return LocalLLM(tiny.llm)
+
+
+@pytest.fixture
+def store(tmp_path):
+    from promptevo.store import Store
+
+    with Store(tmp_path / "test.db") as s:
+        yield s

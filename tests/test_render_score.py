@@ -1,0 +1,95 @@
+import io
+
+import pytest
+import torch
+from PIL import Image
+
+from promptevo.imaging import Job, render_and_score
+from promptevo.render import png_bytes, to_uint8
+
+
+def test_tiny_pipeline_loads_through_from_pretrained(renderer):
+    from promptevo.tiny import tiny_sd_path
+
+    assert (tiny_sd_path() / "model_index.json").is_file()
+    assert type(renderer.pipe).__name__ == "StableDiffusionPipeline"
+    assert renderer.config.device == "cpu" and renderer.config.dtype == "float32"
+
+
+def test_image_depends_on_seed_not_on_batch(renderer):
+    batch = renderer.render(["a waterfall", "a samurai", "a waterfall"], [1, 2, 3])
+    assert batch.images.shape == (3, 3, 64, 64)
+    assert batch.batch_sizes == [3, 3, 3]
+    alone = renderer.render(["a waterfall"], [1]).images[0]
+    assert torch.allclose(alone, batch.images[0], atol=1e-4)
+    assert not torch.allclose(batch.images[0], batch.images[2], atol=1e-3)
+
+
+def test_token_count_uses_the_clip_tokenizer(renderer):
+    assert renderer.token_count("a waterfall") == 4  # start, two words, end
+    assert renderer.token_count("waterfall " * 100) > 77
+
+
+def test_scoring_tensors_equals_scoring_the_png(renderer, scorer):
+    images = renderer.render(["a fox", "a city"], [5, 6]).images
+    from_tensors = scorer.score(images, ["a fox", "a city"])
+    pil = [Image.open(io.BytesIO(png_bytes(img))) for img in to_uint8(images)]
+    from_png = scorer.score(pil, ["a fox", "a city"])
+    assert from_tensors == pytest.approx(from_png, abs=1e-4)
+    assert all(-100 <= v <= 100 for v in from_tensors)
+
+
+def test_text_features_are_computed_once_per_prompt(scorer):
+    scorer._text_features.clear()
+    images = torch.rand(4, 3, 64, 64)
+    scorer.score(images, ["a", "b", "a", "b"])
+    assert set(scorer._text_features) == {"a", "b"}
+    first = scorer._text_features["a"]
+    scorer.score(images[:1], ["a"])
+    assert scorer._text_features["a"] is first
+
+
+def test_score_is_100_times_the_cosine(scorer):
+    image = torch.randint(0, 256, (1, 3, 224, 224)).float() / 255  # already 8-bit, as images are
+    value = scorer.score(image, ["a lighthouse"])[0]
+    from promptevo.score import hps_preprocess
+
+    with torch.inference_mode():
+        img = scorer.model.encode_image(hps_preprocess(image, 224, scorer.mean, scorer.std), normalize=True)
+        txt = scorer.model.encode_text(scorer.tokenizer(["a lighthouse"]), normalize=True)
+    assert value == pytest.approx(100 * float((img * txt).sum()), abs=1e-4)
+
+
+def test_out_of_memory_halves_the_batch(renderer, monkeypatch):
+    real = renderer._call
+    sizes = []
+
+    def flaky(prompts, seeds):
+        sizes.append(len(prompts))
+        if len(prompts) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(prompts, seeds)
+
+    monkeypatch.setattr(renderer, "_call", flaky)
+    monkeypatch.setattr(renderer, "batch_limit", 8)
+    batch = renderer.render([f"p{i}" for i in range(5)], list(range(5)))
+    assert sizes[:3] == [5, 2, 2]  # 5 fails, then chunks of 2
+    assert batch.batch_sizes == [2, 2, 2, 2, 1]
+    assert batch.images.shape[0] == 5
+
+
+def test_render_and_score_caches_images_and_scores(store, renderer, scorer):
+    jobs = [Job("a waterfall, misty", 1, "a waterfall"), Job("a samurai, ink", 2, "a samurai")]
+    calls = renderer.pipeline_calls
+    first = render_and_score(store, renderer, scorer, jobs)
+    assert renderer.pipeline_calls == calls + 1  # both images in one pipeline call
+    again = render_and_score(store, renderer, scorer, jobs)
+    assert renderer.pipeline_calls == calls + 1  # nothing rendered twice
+    assert [r.cached for r in again] == [True, True]
+    assert [r.score for r in again] == [r.score for r in first]
+    # a new target reuses the stored image, and scores it from its PNG
+    other = render_and_score(store, renderer, scorer, [Job("a waterfall, misty", 1, "a river")])
+    assert renderer.pipeline_calls == calls + 1
+    assert other[0].image_id == first[0].image_id and not other[0].cached
+    assert store.one("SELECT COUNT(*) AS n FROM images")["n"] == 2
+    assert store.one("SELECT COUNT(*) AS n FROM scores")["n"] == 3

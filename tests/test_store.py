@@ -1,0 +1,93 @@
+import sqlite3
+
+import pytest
+
+from promptevo.errors import UserError
+from promptevo.migrations import MIGRATIONS
+from promptevo.store import Store
+
+EXPECTED_SCHEMA = {
+    "_migrations": ["name", "applied_at"],
+    "events": ["id", "run_id", "round", "created_at", "kind", "data_json"],
+    "gradients": ["id", "run_id", "round", "instruction_id", "text", "improvements_json", "llm_call_id"],
+    "images": ["id", "render_config_hash", "prompt", "seed", "content_hash", "path", "width", "height",
+               "batch_size", "created_at"],
+    "instructions": ["id", "run_id", "text", "origin", "parent_id", "gradient_id", "llm_call_id",
+                     "created_round", "retired_round"],
+    "llm_calls": ["id", "run_id", "created_at", "role", "model", "template", "template_hash", "messages_json",
+                  "response", "prompt_tokens", "completion_tokens", "latency_s", "attempts", "error"],
+    "prompts": ["id", "text"],
+    "render_configs": ["hash", "config_json"],
+    "rewrites": ["id", "run_id", "round", "instruction_id", "prompt_id", "text", "raw_text", "handling",
+                 "llm_call_id"],
+    "rounds": ["run_id", "round", "status", "phase", "plan_json", "started_at", "finished_at"],
+    "run_prompts": ["run_id", "prompt_id", "split", "position"],
+    "runs": ["id", "created_at", "updated_at", "status", "profile", "config_json", "config_hash", "seed",
+             "best_instruction_id"],
+    "scores": ["id", "image_id", "scorer", "scorer_version", "target_prompt", "value", "created_at"],
+    "trials": ["id", "run_id", "round", "arm", "instruction_id", "prompt_id", "seed", "image_id", "score_id"],
+}
+
+
+def test_new_database_gets_the_schema(store):
+    assert store.schema() == EXPECTED_SCHEMA
+    assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    applied = [r["name"] for r in store.query("SELECT name FROM _migrations ORDER BY name")]
+    assert applied == [name for name, _ in MIGRATIONS]
+
+
+def test_reopening_applies_nothing_twice(tmp_path):
+    path = tmp_path / "a.db"
+    Store(path).close()
+    with Store(path) as s:
+        assert len(s.query("SELECT * FROM _migrations")) == len(MIGRATIONS)
+
+
+def test_foreign_keys_are_enforced(store):
+    with pytest.raises(sqlite3.IntegrityError):
+        store.insert("run_prompts", {"run_id": "nope", "prompt_id": "nope", "split": "x", "position": 0})
+
+
+def test_images_are_stored_by_content_hash_and_deduplicated(store):
+    store.add_render_config("h", {"model": "tiny"})
+    a = store.save_image(png=b"png-bytes", render_hash="h", prompt="a waterfall", seed=1, width=1, height=1, batch_size=1)
+    b = store.save_image(png=b"png-bytes", render_hash="h", prompt="a waterfall", seed=1, width=1, height=1, batch_size=1)
+    assert a == b
+    row = store.find_image("h", "a waterfall", 1)
+    path = store.image_path(row)
+    assert path.read_bytes() == b"png-bytes"
+    assert "waterfall" not in str(path)
+    assert path.stem == row["content_hash"]
+
+
+def test_not_a_database_is_a_user_error(tmp_path):
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"this is not sqlite at all" * 100)
+    with pytest.raises(UserError, match="not a SQLite database"):
+        Store(bad)
+
+
+def test_truncated_database_is_a_user_error(tmp_path):
+    path = tmp_path / "t.db"
+    with Store(path) as s:
+        s.add_prompt("a waterfall")
+        s.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] + b"\xff" * 4096)
+    with pytest.raises(UserError):
+        with Store(path) as s:
+            s.query("SELECT * FROM prompts")
+
+
+def test_read_only_database_is_a_user_error(tmp_path):
+    path = tmp_path / "ro.db"
+    Store(path).close()
+    path.chmod(0o444)
+    before = path.read_bytes()
+    try:
+        with pytest.raises(UserError, match="read-only"):
+            Store(path)
+        assert path.read_bytes() == before
+    finally:
+        path.chmod(0o644)
