@@ -1,5 +1,245 @@
-"""Optimisation commands: optimize, runs, apply."""
+"""Optimisation commands: `optimize`, `runs list|show|resume|export|report` and `apply`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Group as RichGroup
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from promptevo.cli_common import (
+    DeviceOpt, HPSCheckpointOpt, JsonOpt, LLMBaseURLOpt, LLMModelOpt, ProfileOpt, RenderModelOpt,
+    build_profile, check_prompts, err, new_app, out, print_json, read_prompts,
+)
+from promptevo.config import Profile, profile_from_dict
+from promptevo.errors import UserError
+from promptevo.store import Store
+
+DbOpt = Annotated[Path, typer.Option("--db", help="SQLite database of runs.", envvar="PROMPTEVO_DB")]
+runs_app = new_app("Inspect, continue, export and report optimisation runs.")
 
 
-def register(app) -> None:
-    pass
+def _fmt(v: float | None, digits: int = 3) -> str:
+    return "-" if v is None or v != v else f"{v:+.{digits}f}"
+
+
+def _progress_view(p) -> RichGroup:
+    table = Table("id", "pulls", "mean gain", "95% CI", "instruction", title=f"round {p.round}/{p.rounds}: {p.stage}")
+    for a in p.arms:
+        ci = "-" if a["pulls"] < 2 else f"[{a['ci_low']:+.2f}, {a['ci_high']:+.2f}]"
+        table.add_row(str(a["id"]), str(a["pulls"]), _fmt(a["mean"]), ci, a["text"][:90])
+    best = p.best
+    line = Text(f"best so far: #{best['id']} ({_fmt(best['mean'])})" if best else "best so far: -")
+    return RichGroup(table, line)
+
+
+def _load_models(profile: Profile):
+    from promptevo.llm import load_llm
+    from promptevo.render import DiffusersRenderer
+    from promptevo.score import HPSScorer
+
+    with err.status("loading models (renderer, scorer, LLM)"):
+        return load_llm(profile.llm), DiffusersRenderer(profile.render), HPSScorer(profile.scorer)
+
+
+def _run_loop(store: Store, run_id: str, profile: Profile, as_json: bool) -> None:
+    from promptevo.optimize import Optimizer
+
+    llm, renderer, scorer = _load_models(profile)
+    with Live(console=err, refresh_per_second=4, transient=not err.is_terminal) as live:
+        opt = Optimizer(store, run_id, llm=llm, renderer=renderer, scorer=scorer,
+                        on_progress=lambda p: live.update(_progress_view(p)))
+        summary = opt.run_all()
+    _print_summary(summary, as_json)
+
+
+def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(summary)
+        return
+    best = summary["best_instruction"]
+    out.print(f"[bold]run[/] {summary['run_id']} ({summary['status']})")
+    if best:
+        out.print(f"[bold]best instruction[/] #{best['id']} (mean gain {_fmt(best['mean_reward'])} over {best['pulls']} rounds):")
+        out.print(f"  {best['text']}")
+    if summary["heldout"]:
+        table = Table("arm", "instruction", "mean HPS", "95% CI", "gain vs naive", "95% CI of gain", title="held-out prompts, fresh seeds")
+        for row in summary["heldout"]:
+            d = row["diff_vs_naive"]
+            table.add_row(
+                row["arm"], str(row["instruction_id"] or "-"), f"{row['score_mean']:.3f}",
+                f"[{row['score_ci_low']:.2f}, {row['score_ci_high']:.2f}]",
+                _fmt(d["mean"]) if d else "-", f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" if d else "-",
+            )
+        out.print(table)
+
+
+def optimize(
+    prompts: Annotated[list[str] | None, typer.Argument(help="Naive prompts (or use --prompts FILE).")] = None,
+    prompts_file: Annotated[Path | None, typer.Option("--prompts", help="txt (one per line), JSONL or CSV with a 'prompt' column.")] = None,
+    db: DbOpt = Path("promptevo.db"),
+    rounds: Annotated[int, typer.Option(min=0, help="Search rounds.")] = 3,
+    batch_size: Annotated[int, typer.Option(min=1, help="Naive prompts sampled per round.")] = 3,
+    seeds_per_prompt: Annotated[int, typer.Option(min=1, help="Images per (prompt, arm) per round.")] = 1,
+    population: Annotated[int, typer.Option(min=1, help="Instructions kept alive (paper: 3).")] = 3,
+    arms_per_round: Annotated[int, typer.Option(min=1, help="Instructions evaluated per round.")] = 2,
+    selector: Annotated[str, typer.Option(help="ucb, greedy, epsilon-greedy, random or round-robin.")] = "ucb",
+    ucb_c: Annotated[float, typer.Option(help="UCB exploration constant.")] = 1.0,
+    epsilon: Annotated[float, typer.Option(help="Exploration rate of epsilon-greedy.")] = 0.2,
+    new_per_gradient: Annotated[int, typer.Option(min=0, help="New instructions per gradient.")] = 2,
+    gradient: Annotated[bool, typer.Option(help="Use the textual gradient (--no-gradient: ablation).")] = True,
+    heldout_fraction: Annotated[float, typer.Option(help="Share of prompts held out for the final comparison.")] = 0.34,
+    eval_seeds: Annotated[int, typer.Option(min=1, help="Fresh seeds per held-out prompt.")] = 2,
+    instruction: Annotated[list[str] | None, typer.Option(help="Initial instruction(s); default: three built-in ones.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for prompt sampling, image seeds and the split.")] = 0,
+    profile: ProfileOpt = "tiny",
+    device: DeviceOpt = None,
+    llm_model: LLMModelOpt = None,
+    llm_base_url: LLMBaseURLOpt = None,
+    render_model: RenderModelOpt = None,
+    hps_checkpoint: HPSCheckpointOpt = None,
+    as_json: JsonOpt = False,
+):
+    """Evolve the rewriting instruction on your prompts and compare it on held-out prompts."""
+    from promptevo.optimize import OptimizeConfig, create_run
+    from promptevo.templates import SEED_INSTRUCTIONS
+
+    given = list(prompts or [])
+    if prompts_file:
+        given += read_prompts(prompts_file)
+    if not given:
+        raise UserError("give prompts as arguments or with --prompts FILE")
+    given = check_prompts(given)
+    config = OptimizeConfig(
+        rounds=rounds, batch_size=batch_size, seeds_per_prompt=seeds_per_prompt, population=population,
+        arms_per_round=arms_per_round, selector=selector, ucb_c=ucb_c, epsilon=epsilon,
+        new_per_gradient=new_per_gradient, gradient=gradient, heldout_fraction=heldout_fraction,
+        eval_seeds=eval_seeds, seed=seed, initial_instructions=tuple(instruction) if instruction else SEED_INSTRUCTIONS,
+    )
+    config.validate()
+    prof = build_profile(profile, device=device, llm_model=llm_model, llm_base_url=llm_base_url,
+                         render_model=render_model, hps_checkpoint=hps_checkpoint)
+    if db.parent and not db.parent.exists():
+        db.parent.mkdir(parents=True, exist_ok=True)
+    with Store(db) as store:
+        run_id = create_run(store, prof, config, given)
+        err.print(f"run [bold]{run_id}[/] in {db} (resume with `promptevo runs resume {run_id} --db {db}`)")
+        _run_loop(store, run_id, prof, as_json)
+
+
+@runs_app.command("list")
+def runs_list(db: DbOpt = Path("promptevo.db"), as_json: JsonOpt = False):
+    """List runs, newest first."""
+    with Store(db, readonly=True) as store:
+        rows = store.query(
+            """SELECT r.id, r.created_at, r.status, r.profile, r.config_hash,
+                      (SELECT COUNT(*) FROM rounds WHERE run_id = r.id AND status = 'finished') AS rounds_done,
+                      (SELECT text FROM instructions WHERE id = r.best_instruction_id) AS best
+               FROM runs r ORDER BY r.created_at DESC"""
+        )
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("run", "created", "status", "profile", "rounds done", "best instruction")
+    for r in rows:
+        table.add_row(r["id"], r["created_at"][:19], r["status"], r["profile"], str(r["rounds_done"]), (r["best"] or "-")[:70])
+    out.print(table)
+
+
+@runs_app.command("show")
+def runs_show(run_id: str, db: DbOpt = Path("promptevo.db"), as_json: JsonOpt = False):
+    """A run's instructions with their statistics and its held-out comparison."""
+    from promptevo.optimize import summarize
+
+    with Store(db, readonly=True) as store:
+        summary = summarize(store, run_id)
+    if as_json:
+        print_json(summary)
+        return
+    table = Table("id", "origin", "parent", "round", "retired", "pulls", "mean gain", "instruction", title="instructions")
+    for i in summary["instructions"]:
+        table.add_row(str(i["id"]), i["origin"], str(i["parent_id"] or "-"), str(i["created_round"]),
+                      str(i["retired_round"] or "-"), str(i["pulls"]), _fmt(i["mean_reward"]), i["text"][:80])
+    out.print(table)
+    _print_summary(summary, False)
+
+
+@runs_app.command("resume")
+def runs_resume(run_id: str, db: DbOpt = Path("promptevo.db"), as_json: JsonOpt = False):
+    """Continue a run that was stopped or killed; finished work is kept, nothing is repeated."""
+    with Store(db) as store:
+        run = store.one("SELECT * FROM runs WHERE id = ?", [run_id])
+        if run is None:
+            raise UserError(f"no run {run_id!r} in {db}")
+        prof = profile_from_dict(json.loads(run["config_json"])["profile"])
+        _run_loop(store, run_id, prof, as_json)
+
+
+@runs_app.command("export")
+def runs_export(run_id: str, db: DbOpt = Path("promptevo.db"), output: Annotated[Path | None, typer.Option("--output", "-o", help="File (default: stdout).")] = None):
+    """Everything about a run as one JSON document: config, instructions, gradients, rewrites,
+    trials with scores and image paths, and LLM calls."""
+    from promptevo.export import export_run
+
+    with Store(db, readonly=True) as store:
+        data = export_run(store, run_id)
+    text = json.dumps(data, indent=2, ensure_ascii=False, default=str)
+    if output:
+        output.write_text(text + "\n", encoding="utf-8")
+        err.print(f"wrote {output}")
+    else:
+        typer.echo(text)
+
+
+@runs_app.command("report")
+def runs_report(run_id: str, db: DbOpt = Path("promptevo.db"), output: Annotated[Path | None, typer.Option("--output", "-o", help="HTML file (default: RUN.html).")] = None):
+    """Write one self-contained HTML page: lineage, score curves, image grids, held-out table."""
+    from promptevo.report import write_report
+
+    with Store(db, readonly=True) as store:
+        path = write_report(store, run_id, output or Path(f"{run_id}.html"))
+    err.print(f"wrote {path}")
+    typer.echo(str(path))
+
+
+def apply(
+    run_id: str,
+    prompts: Annotated[list[str], typer.Argument(help="New naive prompts.")],
+    db: DbOpt = Path("promptevo.db"),
+    seed: Annotated[int, typer.Option(help="Sampling seed (local models).")] = 0,
+    as_json: JsonOpt = False,
+):
+    """Rewrite new prompts with a run's best instruction (and the run's own LLM)."""
+    from promptevo.generator import rewrite
+    from promptevo.llm import load_llm
+    from promptevo.optimize import summarize
+
+    prompts = check_prompts(prompts)
+    with Store(db, readonly=True) as store:
+        summary = summarize(store, run_id)
+        prof = profile_from_dict(json.loads(store.one("SELECT config_json FROM runs WHERE id = ?", [run_id])["config_json"])["profile"])
+    best = summary["best_instruction"]
+    if best is None:
+        raise UserError(f"run {run_id} has no scored instruction yet; resume it first")
+    with err.status("loading LLM"):
+        llm = load_llm(prof.llm)
+    results = rewrite(llm, best["text"], prompts, seed=seed)
+    rows = [{"prompt": r.prompt, "rewrite": r.text, "instruction_id": best["id"]} for r in results]
+    if as_json:
+        print_json(rows)
+    else:
+        table = Table("prompt", "rewrite", title=f"instruction #{best['id']}")
+        for r in rows:
+            table.add_row(r["prompt"], r["rewrite"])
+        out.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(optimize)
+    app.command()(apply)
+    app.add_typer(runs_app, name="runs")

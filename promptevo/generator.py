@@ -39,7 +39,7 @@ def fit_window(text: str, token_count: Callable[[str], int] | None, window: int)
 
 def rewrite(
     llm: LLM,
-    instruction: str,
+    instruction: str | Sequence[str],
     prompts: Sequence[str],
     *,
     store: Store | None = None,
@@ -48,8 +48,11 @@ def rewrite(
     token_count: Callable[[str], int] | None = None,
     window: int = 77,
 ) -> list[GeneratedRewrite]:
+    """Rewrite each prompt under its instruction (one instruction for all, or one per prompt);
+    all conversations go to the LLM as one batch."""
+    instructions = [instruction] * len(prompts) if isinstance(instruction, str) else list(instruction)
     calls = ask(
-        llm, "generator", [{"instruction": instruction, "prompt": p} for p in prompts],
+        llm, "generator", [{"instruction": i, "prompt": p} for i, p in zip(instructions, prompts)],
         role="generator", store=store, run_id=run_id, seed=seed,
     )
     out = []

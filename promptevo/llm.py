@@ -183,6 +183,8 @@ class LocalLLM:
         quiet_libraries()
         source, gguf = resolve_local_model(config)
         kwargs = {"gguf_file": gguf} if gguf else {}
+        quiet = os.environ.get("TQDM_DISABLE")
+        os.environ["TQDM_DISABLE"] = "1"  # transformers' GGUF conversion draws its own bar on stderr
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
             self.model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
@@ -191,6 +193,11 @@ class LocalLLM:
                 f"cannot load LLM {source!r}: {str(exc).splitlines()[0]}. Pass --llm-model PATH "
                 "to a local model folder or .gguf file, or --llm-base-url for a server."
             ) from None
+        finally:
+            if quiet is None:
+                os.environ.pop("TQDM_DISABLE", None)
+            else:
+                os.environ["TQDM_DISABLE"] = quiet
         self.device = resolve_device(config.device)
         self.model.to(self.device).eval()
         self.tokenizer.padding_side = "left"

@@ -40,4 +40,14 @@ DEFAULT_INSTRUCTION = (
     "Rewrite the short prompt into a detailed image prompt: keep its subject, and add the scene, "
     "lighting, colours, composition, art style and quality keywords that make a striking picture."
 )
+SEED_INSTRUCTIONS = (
+    DEFAULT_INSTRUCTION,
+    "Turn the short prompt into a professional photograph description: keep the subject, and name "
+    "the camera, lens, lighting and mood.",
+    "Turn the short prompt into a description of a painting: keep the subject, and name the medium, "
+    "the palette, the composition and an art movement.",
+)
+NO_GRADIENT_IMPROVEMENT = (  # the no-gradient ablation: a change with no critique behind it
+    "Change the instruction in one way that could make the images better."
+)
 REFINE_INSTRUCTION = "Refine this prompt."  # the seed paper's plain baseline

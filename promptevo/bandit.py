@@ -1,0 +1,126 @@
+"""Arm statistics and selectors for the instruction population. Pure logic, no I/O: the
+optimiser recomputes the statistics from stored trials, so a resumed run cannot double-count.
+
+An arm's reward in a round is its mean improvement over the naive prompt on that round's
+(prompt, seed) pairs; a pull is one round in which the arm was evaluated.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass
+class ArmStats:
+    arm: int
+    rewards: list[float] = field(default_factory=list)
+
+    @property
+    def pulls(self) -> int:
+        return len(self.rewards)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.rewards)) if self.rewards else float("nan")
+
+
+class Selector(Protocol):
+    name: str
+
+    def select(self, arms: Sequence[ArmStats], k: int, rng: np.random.Generator) -> list[int]: ...
+
+
+def _unpulled_first(arms: Sequence[ArmStats], k: int) -> list[int]:
+    return [a.arm for a in sorted(arms, key=lambda a: a.arm) if a.pulls == 0][:k]
+
+
+def _top(arms: Sequence[ArmStats], k: int, value, rng: np.random.Generator) -> list[int]:
+    chosen = _unpulled_first(arms, k)
+    rest = [a for a in arms if a.pulls > 0]
+    ties = rng.random(len(rest))  # random tie-break, reproducible through rng
+    order = sorted(range(len(rest)), key=lambda i: (-value(rest[i]), ties[i]))
+    return chosen + [rest[i].arm for i in order][: k - len(chosen)]
+
+
+@dataclass(frozen=True)
+class UCB1:
+    c: float = 1.0
+    name: str = "ucb"
+
+    def select(self, arms, k, rng):
+        total = sum(a.pulls for a in arms)
+        return _top(arms, k, lambda a: a.mean + self.c * math.sqrt(2 * math.log(max(total, 1)) / a.pulls), rng)
+
+
+@dataclass(frozen=True)
+class Greedy:
+    name: str = "greedy"
+
+    def select(self, arms, k, rng):
+        return _top(arms, k, lambda a: a.mean, rng)
+
+
+@dataclass(frozen=True)
+class EpsilonGreedy:
+    epsilon: float = 0.2
+    name: str = "epsilon-greedy"
+
+    def select(self, arms, k, rng):
+        greedy = _top(arms, len(arms), lambda a: a.mean, rng)
+        chosen: list[int] = []
+        for _ in range(min(k, len(arms))):
+            pool = [a for a in greedy if a not in chosen]
+            chosen.append(pool[int(rng.integers(len(pool)))] if rng.random() < self.epsilon else pool[0])
+        return chosen
+
+
+@dataclass(frozen=True)
+class RandomSelector:
+    name: str = "random"
+
+    def select(self, arms, k, rng):
+        ids = [a.arm for a in arms]
+        return [int(x) for x in rng.choice(ids, size=min(k, len(ids)), replace=False)]
+
+
+@dataclass(frozen=True)
+class RoundRobin:
+    name: str = "round-robin"
+
+    def select(self, arms, k, rng):
+        return [a.arm for a in sorted(arms, key=lambda a: (a.pulls, a.arm))][:k]
+
+
+SELECTORS = {"ucb": UCB1, "greedy": Greedy, "epsilon-greedy": EpsilonGreedy, "random": RandomSelector, "round-robin": RoundRobin}
+
+
+def make_selector(name: str, *, ucb_c: float = 1.0, epsilon: float = 0.2) -> Selector:
+    if name == "ucb":
+        return UCB1(c=ucb_c)
+    if name == "epsilon-greedy":
+        return EpsilonGreedy(epsilon=epsilon)
+    if name in SELECTORS:
+        return SELECTORS[name]()
+    from promptevo.errors import UserError
+
+    raise UserError(f"unknown selector {name!r}; choose one of: {', '.join(SELECTORS)}")
+
+
+def weakest(arms: Sequence[ArmStats]) -> int | None:
+    """The pulled arm with the lowest mean reward (fewest pulls breaks ties), or None."""
+    pulled = [a for a in arms if a.pulls]
+    if not pulled:
+        return None
+    return min(pulled, key=lambda a: (a.mean, a.pulls, -a.arm)).arm
+
+
+def best(arms: Sequence[ArmStats]) -> int | None:
+    pulled = [a for a in arms if a.pulls]
+    if not pulled:
+        return None
+    return max(pulled, key=lambda a: (a.mean, a.pulls, -a.arm)).arm

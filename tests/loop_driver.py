@@ -1,0 +1,22 @@
+"""Runs (or resumes) an optimisation run with the scripted LLM and the tiny models, in its own
+process, so tests can kill it with SIGKILL at any moment."""
+
+import sys
+
+from promptevo.config import PROFILES
+from promptevo.llm import ScriptedLLM
+from promptevo.optimize import Optimizer
+from promptevo.render import DiffusersRenderer
+from promptevo.score import HPSScorer
+from promptevo.store import Store
+
+from tests.scripted import script
+
+if __name__ == "__main__":
+    db, run_id = sys.argv[1], sys.argv[2]
+    profile = PROFILES["tiny"]
+    renderer, scorer = DiffusersRenderer(profile.render), HPSScorer(profile.scorer)
+    print("ready", flush=True)
+    with Store(db) as store:
+        Optimizer(store, run_id, llm=ScriptedLLM(script), renderer=renderer, scorer=scorer).run_all()
+    print("done", flush=True)
