@@ -51,9 +51,16 @@ def _run_loop(store: Store, run_id: str, profile: Profile, as_json: bool) -> Non
     from promptevo.optimize import Optimizer
 
     llm, renderer, scorer = _load_models(profile)
+
+    def log_line(p) -> None:  # stderr is a file or pipe: one line per finished round
+        if p.stage == "round finished":
+            best = p.best
+            err.print(f"round {p.round}/{p.rounds} finished; best so far "
+                      + (f"#{best['id']} (mean gain {_fmt(best['mean'])}, {best['pulls']} pulls)" if best else "-"))
+
     with Live(console=err, refresh_per_second=4, transient=not err.is_terminal) as live:
-        opt = Optimizer(store, run_id, llm=llm, renderer=renderer, scorer=scorer,
-                        on_progress=lambda p: live.update(_progress_view(p)))
+        show = (lambda p: live.update(_progress_view(p))) if err.is_terminal else log_line
+        opt = Optimizer(store, run_id, llm=llm, renderer=renderer, scorer=scorer, on_progress=show)
         summary = opt.run_all()
     _print_summary(summary, as_json)
 

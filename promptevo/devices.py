@@ -3,6 +3,8 @@ libraries' own progress bars (ours are on stderr through rich)."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 
 
@@ -42,6 +44,19 @@ def quiet_libraries() -> None:
         tlog.disable_progress_bar()
     except ImportError:
         pass
+
+
+@contextlib.contextmanager
+def quiet_root_logger():
+    """open_clip warns through the root logger that a model has no pretrained weights; ours are
+    loaded right after, so the warning would only mislead."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -12,6 +12,7 @@ A failed request never raises into the optimisation loop: it comes back as a Com
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import random
@@ -173,6 +174,17 @@ def resolve_local_model(config: LLMConfig) -> tuple[str, str | None]:
     return config.model, config.gguf_file
 
 
+def _silence_gguf_progress_bar() -> None:
+    """transformers' GGUF conversion draws a plain tqdm bar that its own switch does not reach."""
+    try:
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:
+        return
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is not None and not isinstance(bar, functools.partial):
+        gguf_utils.tqdm = functools.partial(bar, disable=True)
+
+
 class LocalLLM:
     def __init__(self, config: LLMConfig, *, chunk: int = 8):
         import torch
@@ -183,8 +195,7 @@ class LocalLLM:
         quiet_libraries()
         source, gguf = resolve_local_model(config)
         kwargs = {"gguf_file": gguf} if gguf else {}
-        quiet = os.environ.get("TQDM_DISABLE")
-        os.environ["TQDM_DISABLE"] = "1"  # transformers' GGUF conversion draws its own bar on stderr
+        _silence_gguf_progress_bar()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
             self.model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
@@ -193,11 +204,6 @@ class LocalLLM:
                 f"cannot load LLM {source!r}: {str(exc).splitlines()[0]}. Pass --llm-model PATH "
                 "to a local model folder or .gguf file, or --llm-base-url for a server."
             ) from None
-        finally:
-            if quiet is None:
-                os.environ.pop("TQDM_DISABLE", None)
-            else:
-                os.environ["TQDM_DISABLE"] = quiet
         self.device = resolve_device(config.device)
         self.model.to(self.device).eval()
         self.tokenizer.padding_side = "left"

@@ -11,13 +11,12 @@ moves scores by about 0.03 on this scale, so it is not used.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
 from promptevo.config import TINY, ScorerConfig
-from promptevo.devices import quiet_libraries, resolve_device, resolve_dtype
+from promptevo.devices import quiet_libraries, quiet_root_logger, resolve_device, resolve_dtype
 from promptevo.errors import ModelNotFound
 
 HPS_HUB_REPO = "xswu/HPSv2"
@@ -103,12 +102,8 @@ class HPSScorer:
 
             register_tiny_open_clip_config()
         ckpt = checkpoint_path(config)
-        root = logging.getLogger()
-        level, root.level = root.level, logging.ERROR  # open_clip warns that no weights were loaded: ours come next
-        try:
+        with quiet_root_logger():
             model = open_clip.create_model(config.arch, pretrained=None)
-        finally:
-            root.setLevel(level)
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
         model.load_state_dict(state.get("state_dict", state))
         self.model = model.to(device=device, dtype=dtype).eval()

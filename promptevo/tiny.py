@@ -118,9 +118,12 @@ def _build_tiny_hps(dest: Path) -> None:
     import open_clip
     import torch
 
+    from promptevo.devices import quiet_root_logger
+
     register_tiny_open_clip_config()
     torch.manual_seed(0)
-    model = open_clip.create_model(TINY_HPS_ARCH, pretrained=None)
+    with quiet_root_logger():
+        model = open_clip.create_model(TINY_HPS_ARCH, pretrained=None)
     # Same layout as the HPS checkpoints: {"state_dict": ...}
     torch.save({"state_dict": model.state_dict()}, dest)
 
