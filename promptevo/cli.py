@@ -148,6 +148,7 @@ def rewrite(
     device: DeviceOpt = None,
     llm_model: LLMModelOpt = None,
     llm_base_url: LLMBaseURLOpt = None,
+    db: Annotated[Path | None, typer.Option("--db", help="Also log the LLM calls to this database.")] = None,
     as_json: JsonOpt = False,
 ):
     """Rewrite prompts with the LLM under an instruction."""
@@ -159,8 +160,15 @@ def rewrite(
     prof = build_profile(profile, device=device, llm_model=llm_model, llm_base_url=llm_base_url)
     with err.status("loading LLM"):
         llm = load_llm(prof.llm)
-    with err.status(f"rewriting {len(prompts)} prompts"):
-        results = do_rewrite(llm, instruction or DEFAULT_INSTRUCTION, prompts, seed=seed)
+    from promptevo.store import Store
+
+    store = Store(db) if db else None
+    try:
+        with err.status(f"rewriting {len(prompts)} prompts"):
+            results = do_rewrite(llm, instruction or DEFAULT_INSTRUCTION, prompts, seed=seed, store=store)
+    finally:
+        if store:
+            store.close()
     rows = [
         {"prompt": r.prompt, "rewrite": r.text, "handling": r.handling, "model": r.completion.model, "error": r.completion.error}
         for r in results

@@ -60,3 +60,16 @@ def test_user_mistakes_exit_2_without_traceback(args, message):
 def test_module_entry_point_runs():
     p = subprocess.run([sys.executable, "-m", "promptevo", "--help"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and "optimize" in p.stdout
+
+
+def test_rewrite_logs_calls_when_given_a_database(tmp_path, monkeypatch):
+    from promptevo import llm as llm_module
+    from promptevo.store import Store
+
+    monkeypatch.setattr(llm_module, "load_llm", lambda cfg: llm_module.ScriptedLLM(["A misty waterfall, dawn light"]))
+    r = invoke("rewrite", "a waterfall", "--db", str(tmp_path / "calls.db"), "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)[0]["rewrite"] == "A misty waterfall, dawn light"
+    with Store(tmp_path / "calls.db") as s:
+        [call] = s.query("SELECT * FROM llm_calls")
+    assert call["role"] == "generator" and call["response"] == "A misty waterfall, dawn light"
