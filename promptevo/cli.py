@@ -183,9 +183,10 @@ def rewrite(
 
 
 def _register_subcommands() -> None:
-    from promptevo import cli_runs
+    from promptevo import cli_db, cli_runs
 
     cli_runs.register(app)
+    cli_db.register(app)
 
 
 def main() -> None:

@@ -3,11 +3,8 @@ two consoles (data on stdout, people on stderr), profile options, and input read
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import sys
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -17,6 +14,7 @@ from typer.core import TyperGroup
 
 from promptevo.config import Profile, get_profile
 from promptevo.errors import UserError
+from promptevo.prompt_io import check_prompts, read_prompts  # noqa: F401  (re-exported for the commands)
 
 out = Console(soft_wrap=True)  # data
 err = Console(stderr=True)  # people: progress, messages
@@ -29,7 +27,7 @@ class Group(TyperGroup):
         try:
             return super().invoke(ctx)
         except UserError as exc:
-            err.print(f"[bold red]error:[/] {escape(str(exc))}")
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/]; finished work is saved (`promptevo runs resume RUN` continues a run)")
@@ -63,51 +61,3 @@ def build_profile(
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
-
-
-MAX_PROMPT_CHARS = 2000
-
-
-def read_prompts(path: Path, column: str = "prompt") -> list[str]:
-    """Prompts from txt (one per line), JSONL or CSV/TSV (a `prompt` column). Rejects binary
-    files and overlong prompts with a message rather than a traceback."""
-    if not path.is_file():
-        raise UserError(f"prompt file {path} does not exist")
-    data = path.read_bytes()
-    if b"\x00" in data[:8192]:
-        raise UserError(f"prompt file {path} looks binary; give a text, JSONL or CSV file")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise UserError(f"prompt file {path} is not UTF-8 text") from None
-    suffix = path.suffix.lower()
-    prompts: list[str] = []
-    if suffix in (".jsonl", ".ndjson"):
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                raise UserError(f"{path}:{n} is not valid JSON") from None
-            value = row.get(column) if isinstance(row, dict) else row if isinstance(row, str) else None
-            if not isinstance(value, str):
-                raise UserError(f"{path}:{n} has no {column!r} field")
-            prompts.append(value)
-    elif suffix in (".csv", ".tsv"):
-        reader = csv.DictReader(io.StringIO(text), delimiter="\t" if suffix == ".tsv" else ",")
-        if not reader.fieldnames or column not in reader.fieldnames:
-            raise UserError(f"{path} has no {column!r} column (columns: {reader.fieldnames})")
-        prompts = [row[column] or "" for row in reader]
-    else:
-        prompts = text.splitlines()
-    return check_prompts([p.strip() for p in prompts if p and p.strip()], source=str(path))
-
-
-def check_prompts(prompts: list[str], source: str = "arguments") -> list[str]:
-    if not prompts:
-        raise UserError(f"no prompts in {source}")
-    for p in prompts:
-        if len(p) > MAX_PROMPT_CHARS:
-            raise UserError(f"a prompt in {source} has {len(p):,} characters; the limit is {MAX_PROMPT_CHARS:,}")
-    return list(dict.fromkeys(prompts))

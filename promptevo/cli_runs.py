@@ -100,6 +100,8 @@ def optimize(
     epsilon: Annotated[float, typer.Option(help="Exploration rate of epsilon-greedy.")] = 0.2,
     new_per_gradient: Annotated[int, typer.Option(min=0, help="New instructions per gradient.")] = 2,
     gradient: Annotated[bool, typer.Option(help="Use the textual gradient (--no-gradient: ablation).")] = True,
+    reference_db: Annotated[Path | None, typer.Option(help="Prompt database (`promptevo db`); its nearest prompts to each weak example guide the gradient.")] = None,
+    reference_k: Annotated[int, typer.Option(min=1, help="Reference prompts per example.")] = 3,
     heldout_fraction: Annotated[float, typer.Option(help="Share of prompts held out for the final comparison.")] = 0.34,
     eval_seeds: Annotated[int, typer.Option(min=1, help="Fresh seeds per held-out prompt.")] = 2,
     instruction: Annotated[list[str] | None, typer.Option(help="Initial instruction(s); default: three built-in ones.")] = None,
@@ -126,6 +128,7 @@ def optimize(
         rounds=rounds, batch_size=batch_size, seeds_per_prompt=seeds_per_prompt, population=population,
         arms_per_round=arms_per_round, selector=selector, ucb_c=ucb_c, epsilon=epsilon,
         new_per_gradient=new_per_gradient, gradient=gradient, heldout_fraction=heldout_fraction,
+        reference_db=str(reference_db) if reference_db else None, reference_k=reference_k,
         eval_seeds=eval_seeds, seed=seed, initial_instructions=tuple(instruction) if instruction else SEED_INSTRUCTIONS,
     )
     config.validate()

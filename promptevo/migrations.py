@@ -198,6 +198,129 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         db.execute(sql)
 
 
+
+@migration
+def m002_prompt_collection(db: sqlite_utils.Database) -> None:
+    """The curated prompt collection: which prompts it holds, where each came from under which
+    licence, tags, seeded splits, stored embeddings and near-duplicate findings. A run database
+    and a prompt database share one schema, so one file may hold both."""
+    db.execute(
+        """
+        CREATE TABLE sources (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,       -- given at import (default: the file name)
+            licence TEXT,                    -- default licence of its rows
+            origin TEXT,                     -- where the file came from (URL, citation)
+            path TEXT NOT NULL,              -- the file as given at the last import
+            file_sha256 TEXT NOT NULL,
+            mapping_json TEXT NOT NULL,      -- field -> column used to read it
+            imported_at TEXT NOT NULL
+        )"""
+    )
+    db.execute(
+        """
+        CREATE TABLE collection (
+            prompt_id TEXT PRIMARY KEY REFERENCES prompts(id),
+            added_at TEXT NOT NULL,
+            chars INTEGER NOT NULL,
+            words INTEGER NOT NULL,
+            removed_at TEXT,                 -- null while in the collection
+            removed_reason TEXT,             -- e.g. near-duplicate
+            duplicate_of TEXT REFERENCES prompts(id)
+        )"""
+    )
+    db.execute(
+        """
+        CREATE TABLE prompt_sources (
+            prompt_id TEXT NOT NULL REFERENCES prompts(id),
+            source_id INTEGER NOT NULL REFERENCES sources(id),
+            first_row INTEGER NOT NULL,      -- 1-based row of its first occurrence
+            occurrences INTEGER NOT NULL,    -- rows in that file with this (normalised) text
+            external_id TEXT,                -- the source's own id, if mapped
+            licence TEXT,                    -- the row's licence, if mapped; else the source's
+            raw_text TEXT,                   -- the text before normalisation, when it differs
+            PRIMARY KEY (prompt_id, source_id)
+        )"""
+    )
+    db.execute(
+        """
+        CREATE TABLE tags (
+            prompt_id TEXT NOT NULL REFERENCES prompts(id),
+            tag TEXT NOT NULL,               -- e.g. style:photo, category:landscape
+            origin TEXT NOT NULL,            -- manual, auto, import
+            PRIMARY KEY (prompt_id, tag)
+        )"""
+    )
+    db.execute(
+        """
+        CREATE TABLE splits (
+            prompt_id TEXT NOT NULL REFERENCES prompts(id),
+            name TEXT NOT NULL,              -- the split set, e.g. default
+            part TEXT NOT NULL,              -- train, validation, test
+            seed INTEGER NOT NULL,
+            PRIMARY KEY (prompt_id, name)
+        )"""
+    )
+    db.execute(
+        """
+        CREATE TABLE embeddings (
+            prompt_id TEXT NOT NULL REFERENCES prompts(id),
+            model TEXT NOT NULL,
+            dim INTEGER NOT NULL,
+            vector BLOB NOT NULL,            -- float32, L2-normalised
+            PRIMARY KEY (prompt_id, model)
+        )"""
+    )
+    db.execute(
+        """
+        CREATE TABLE prompt_scores (
+            prompt_id TEXT NOT NULL REFERENCES prompts(id),
+            score_id INTEGER NOT NULL REFERENCES scores(id),
+            seed INTEGER NOT NULL,
+            PRIMARY KEY (prompt_id, score_id)
+        )"""
+    )
+    # Full-text search over prompt texts; Datasette finds it by the prompts_fts name and offers a
+    # search box on the prompts table.
+    db.execute("CREATE VIRTUAL TABLE prompts_fts USING fts5(text, content=[prompts], content_rowid=[rowid])")
+    db.execute("INSERT INTO prompts_fts (rowid, text) SELECT rowid, text FROM prompts")
+    db.execute(
+        """CREATE TRIGGER prompts_ai AFTER INSERT ON prompts BEGIN
+             INSERT INTO prompts_fts (rowid, text) VALUES (new.rowid, new.text);
+           END"""
+    )
+    db.execute(
+        """CREATE TRIGGER prompts_ad AFTER DELETE ON prompts BEGIN
+             INSERT INTO prompts_fts (prompts_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
+           END"""
+    )
+    db.execute(
+        """CREATE TRIGGER prompts_au AFTER UPDATE ON prompts BEGIN
+             INSERT INTO prompts_fts (prompts_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
+             INSERT INTO prompts_fts (rowid, text) VALUES (new.rowid, new.text);
+           END"""
+    )
+    # One readable row per collected prompt, for Datasette and ad-hoc SQL.
+    db.execute(
+        """CREATE VIEW collection_view AS
+           SELECT c.prompt_id, p.text, c.chars, c.words,
+                  (SELECT group_concat(s.name, ', ') FROM prompt_sources ps JOIN sources s ON s.id = ps.source_id
+                    WHERE ps.prompt_id = c.prompt_id) AS sources,
+                  (SELECT group_concat(DISTINCT coalesce(ps.licence, s.licence)) FROM prompt_sources ps
+                    JOIN sources s ON s.id = ps.source_id WHERE ps.prompt_id = c.prompt_id) AS licences,
+                  (SELECT group_concat(t.tag, ', ') FROM tags t WHERE t.prompt_id = c.prompt_id) AS tags,
+                  (SELECT group_concat(sp.name || ':' || sp.part, ', ') FROM splits sp WHERE sp.prompt_id = c.prompt_id) AS splits,
+                  c.removed_reason, c.duplicate_of, c.added_at
+           FROM collection c JOIN prompts p ON p.id = c.prompt_id"""
+    )
+    for sql in [
+        "CREATE INDEX idx_prompt_sources_source ON prompt_sources(source_id)",
+        "CREATE INDEX idx_tags_tag ON tags(tag)",
+        "CREATE INDEX idx_splits_name ON splits(name, part)",
+    ]:
+        db.execute(sql)
+
+
 def apply_migrations(db: sqlite_utils.Database) -> list[str]:
     """Apply pending migrations; return the names applied."""
     db.execute(

@@ -27,10 +27,11 @@ from promptevo.hashing import config_hash
 from promptevo.imaging import Job, render_and_score
 from promptevo.llm import LLM
 from promptevo.parsing import parse_gradient, parse_instruction
+from promptevo.references import ReferencePrompts, check_reference_db
 from promptevo.render import Renderer
 from promptevo.score import Scorer
 from promptevo.stats import mean_ci, paired_ci
-from promptevo.store import Store, now, prompt_id
+from promptevo.store import Store, now
 from promptevo.templates import NO_GRADIENT_IMPROVEMENT, SEED_INSTRUCTIONS
 
 EVAL_SEED_OFFSET = 1_000_003  # held-out seeds never coincide with search seeds
@@ -52,6 +53,8 @@ class OptimizeConfig:
     eval_seeds: int = 2
     seed: int = 0
     initial_instructions: tuple[str, ...] = SEED_INSTRUCTIONS
+    reference_db: str | None = None  # prompt database whose nearest prompts guide the gradient
+    reference_k: int = 3
 
     def validate(self) -> None:
         checks = [
@@ -62,6 +65,7 @@ class OptimizeConfig:
             (self.arms_per_round >= 1, "arms per round must be >= 1"),
             (0 <= self.heldout_fraction < 1, "held-out fraction must be in [0, 1)"),
             (self.eval_seeds >= 1, "eval seeds must be >= 1"),
+            (self.reference_k >= 1, "reference k must be >= 1"),
             (len(self.initial_instructions) >= 1, "at least one initial instruction"),
         ]
         for ok, message in checks:
@@ -96,6 +100,8 @@ def create_run(store: Store, profile: Profile, config: OptimizeConfig, prompts: 
     config.validate()
     if not prompts:
         raise UserError("no prompts to optimise on")
+    if config.reference_db:
+        config = dataclasses.replace(config, reference_db=check_reference_db(config.reference_db))
     opt, held = split_prompts(list(prompts), config.heldout_fraction, config.seed)
     full = {"profile": profile.to_dict(), "optimize": config.to_dict()}
     run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
@@ -167,6 +173,7 @@ class Optimizer:
         renderer: Renderer,
         scorer: Scorer,
         on_progress: Callable[[Progress], None] | None = None,
+        references: ReferencePrompts | None = None,
     ):
         run = store.one("SELECT * FROM runs WHERE id = ?", [run_id])
         if run is None:
@@ -177,6 +184,14 @@ class Optimizer:
         self.selector = bandit.make_selector(self.config.selector, ucb_c=self.config.ucb_c, epsilon=self.config.epsilon)
         self.on_progress = on_progress or (lambda p: None)
         self.progress = Progress(rounds=self.config.rounds)
+        self._references = references
+
+    @property
+    def references(self) -> ReferencePrompts | None:
+        """Opened on first use (the embedder loads only when a gradient needs it)."""
+        if self._references is None and self.config.reference_db:
+            self._references = ReferencePrompts(self.config.reference_db, self.config.reference_k)
+        return self._references
 
     # -- state read from the store ------------------------------------------------------------
 
@@ -329,7 +344,9 @@ class Optimizer:
 
     # -- gradient and modification ------------------------------------------------------------
 
-    def _gradient_examples(self, r: int, weak: int, plan: dict[str, Any], limit: int = 3) -> list[str]:
+    def _gradient_examples(self, r: int, weak: int, limit: int = 3) -> list[str]:
+        """For the weakest arm's lowest-scoring prompts: its rewrite, the best prompt the run has
+        seen for the same subject, and (with a reference database) the nearest reference prompts."""
         rows = self.store.query(
             """SELECT t.prompt_id, p.text AS naive, rw.text AS low, AVG(s.value) AS low_score
                FROM trials t JOIN scores s ON s.id = t.score_id JOIN prompts p ON p.id = t.prompt_id
@@ -339,7 +356,7 @@ class Optimizer:
                GROUP BY t.prompt_id ORDER BY low_score""",
             [self.run_id, r, weak],
         )
-        examples = []
+        examples, used = [], []
         for row in rows:
             better = self.store.one(
                 """SELECT i.prompt AS text, AVG(s.value) AS score
@@ -348,15 +365,21 @@ class Optimizer:
                    GROUP BY i.prompt ORDER BY score DESC LIMIT 1""",
                 [self.run_id, row["prompt_id"], row["low"]],
             )
-            if better is None or better["score"] <= row["low_score"]:
+            if better is not None and better["score"] <= row["low_score"]:
+                better = None
+            refs = self.references.nearest(row["naive"]) if self.references else []
+            if better is None and not refs:
                 continue
-            examples.append(
-                f"Short prompt: {row['naive']}\n"
-                f"Low-scoring prompt (score {row['low_score']:.2f}): {row['low']}\n"
-                f"Better prompt (score {better['score']:.2f}): {better['text']}"
-            )
+            lines = [f"Short prompt: {row['naive']}", f"Low-scoring prompt (score {row['low_score']:.2f}): {row['low']}"]
+            if better is not None:
+                lines.append(f"Better prompt (score {better['score']:.2f}): {better['text']}")
+            lines += [f"Professional prompt for a similar subject: {ref['text']}" for ref in refs]
+            used += [{"prompt_id": row["prompt_id"], "reference_id": ref["id"], "similarity": ref["similarity"]} for ref in refs]
+            examples.append("\n".join(lines))
             if len(examples) >= limit:
                 break
+        if used:
+            self.store.event(self.run_id, "reference_prompts", {"instruction_id": weak, "references": used}, round=r)
         return examples
 
     def _evolve(self, r: int, weak: int, plan: dict[str, Any]) -> list[dict[str, Any]]:
@@ -367,7 +390,7 @@ class Optimizer:
         gradient = self.store.one("SELECT * FROM gradients WHERE run_id = ? AND round = ?", [self.run_id, r])
         if gradient is None:
             if cfg.gradient:
-                examples = self._gradient_examples(r, weak, plan)
+                examples = self._gradient_examples(r, weak)
                 if not examples:
                     self.store.event(self.run_id, "gradient_skipped", {"reason": "no better prompts to contrast", "instruction_id": weak}, round=r)
                     return []

@@ -73,3 +73,53 @@ def test_rewrite_logs_calls_when_given_a_database(tmp_path, monkeypatch):
     with Store(tmp_path / "calls.db") as s:
         [call] = s.query("SELECT * FROM llm_calls")
     assert call["role"] == "generator" and call["response"] == "A misty waterfall, dawn light"
+
+
+def test_db_commands_from_import_to_export(tmp_path):
+    src = tmp_path / "p.csv"
+    src.write_text("text,lic\nan oil painting of a lighthouse,CC0-1.0\nA photo of a fox,CC0-1.0\n,CC0-1.0\n"
+                   "a photo of a fox,CC0-1.0\n", encoding="utf-8")
+    db = str(tmp_path / "p.db")
+    r = invoke("db", "import", str(src), "--db", db, "--map", "text=text", "--map", "licence=lic", "--auto-tag", "--json")
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert report["added"] == 3 and report["rejected"] == {"empty": 1} and report["auto_tags"] >= 3
+    again = json.loads(invoke("db", "import", str(src), "--db", db, "--map", "text=text", "--json").stdout)
+    assert again["added"] == 0
+    found = json.loads(invoke("db", "search", "lighthouse", "--db", db, "--json").stdout)
+    assert [f["text"] for f in found] == ["an oil painting of a lighthouse"]
+    assert invoke("db", "tag", "keep", "--search", "fox", "--db", db).exit_code == 0
+    assert invoke("db", "split", "--db", db, "--seed", "3", "--fractions", "0.5,0.25,0.25").exit_code == 0
+    out = tmp_path / "foxes.jsonl"
+    assert invoke("db", "export", str(out), "--tag", "keep", "--db", db).exit_code == 0
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert sorted(r["text"] for r in rows) == ["A photo of a fox", "a photo of a fox"]
+    stats = json.loads(invoke("db", "stats", "--db", db, "--json").stdout)
+    assert stats["prompts"] == 3 and stats["tags"]["keep"] == 2 and sum(stats["splits"].values()) == 3
+    assert stats["sources"][0]["licence"] is None and "category:animal" in stats["tags"]
+    dupes = json.loads(invoke("db", "duplicates", "--db", db, "--json").stdout)
+    assert dupes == []  # case differs: exact duplicates are equal after normalisation only
+
+
+@pytest.mark.parametrize("args,message", [
+    (["db", "import", "missing.txt"], "does not exist"),
+    (["db", "import", "{src}", "--map", "colour=text"], "not one of"),
+    (["db", "import", "{src}", "--map", "text=nope"], "no column 'nope'"),
+    (["db", "search", "x", "--db", "{tmp}/none.db"], "does not exist"),
+    (["db", "search", "!!!"], "no words"),
+    (["db", "split", "--fractions", "0.5,0.5"], "three non-negative"),
+    (["db", "tag", "--db", "{tmp}/p.db"], "give tags"),
+    (["db", "duplicates", "--remove"], "--near"),
+    (["db", "export", "{tmp}/out.xlsx"], "export format"),
+    (["db", "import-collection", "{tmp}"], "no manifest.json"),
+])
+def test_db_user_errors_exit_2_without_traceback(tmp_path, args, message):
+    src = tmp_path / "p.csv"
+    src.write_text("text\na fox\n", encoding="utf-8")
+    invoke("db", "import", str(src), "--db", str(tmp_path / "p.db"))
+    args = [a.format(src=src, tmp=tmp_path) for a in args]
+    if "--db" not in args:
+        args += ["--db", str(tmp_path / "p.db")]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2, r.output
+    assert message in r.output and "Traceback" not in r.output

@@ -25,8 +25,11 @@ def promptevo(*args, timeout=900):
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     db = tmp_path_factory.mktemp("e2e") / "run.db"
+    ref = db.with_name("reference.db")
+    p = promptevo("db", "import", "prompt_db/imagereward-benchmark.jsonl", "--db", str(ref), "--licence", "Apache-2.0")
+    assert p.returncode == 0, p.stderr
     p = promptevo("optimize", "--profile", "tiny", "--prompts", "examples/prompts.txt", "--rounds", "3",
-                  "--db", str(db), "--json")
+                  "--db", str(db), "--reference-db", str(ref), "--json")
     assert p.returncode == 0, p.stderr[-3000:]
     assert "Traceback" not in p.stderr
     return db, json.loads(p.stdout)
@@ -50,6 +53,15 @@ def test_optimize_with_real_smollm2_stores_gradients_and_heldout(finished_run):
     assert new, "SmolLM2 wrote no usable instruction in 3 rounds"
     assert all(re.sub(r"\s+", " ", t)[:30] in re.sub(r"\s+", " ", r) for t, r in new)
     assert {row["arm"] for row in summary["heldout"]} == {"best", "initial", "naive"}
+    # --reference-db: the nearest reference prompts were shown to the gradient
+    used = [json.loads(d) for (d,) in conn.execute("SELECT data_json FROM events WHERE kind = 'reference_prompts'")]
+    assert used
+    ref = sqlite3.connect(db.with_name("reference.db"))
+    texts = {i: t for i, t in ref.execute("SELECT id, text FROM prompts")}
+    messages = " ".join(m for (m,) in conn.execute("SELECT messages_json FROM llm_calls WHERE role = 'gradient'"))
+    for event in used:
+        for r in event["references"]:
+            assert json.dumps(texts[r["reference_id"]])[1:-1] in messages
     assert conn.execute("SELECT COUNT(*) FROM images").fetchone()[0] == len(list((db.parent / "run.db-artifacts" / "images").rglob("*.png")))
 
 

@@ -8,6 +8,18 @@ from promptevo.store import Store
 
 EXPECTED_SCHEMA = {
     "_migrations": ["name", "applied_at"],
+    "collection": ["prompt_id", "added_at", "chars", "words", "removed_at", "removed_reason", "duplicate_of"],
+    "embeddings": ["prompt_id", "model", "dim", "vector"],
+    "prompt_scores": ["prompt_id", "score_id", "seed"],
+    "prompt_sources": ["prompt_id", "source_id", "first_row", "occurrences", "external_id", "licence", "raw_text"],
+    "prompts_fts": ["text"],
+    "prompts_fts_config": ["k", "v"],
+    "prompts_fts_data": ["id", "block"],
+    "prompts_fts_docsize": ["id", "sz"],
+    "prompts_fts_idx": ["segid", "term", "pgno"],
+    "sources": ["id", "name", "licence", "origin", "path", "file_sha256", "mapping_json", "imported_at"],
+    "splits": ["prompt_id", "name", "part", "seed"],
+    "tags": ["prompt_id", "tag", "origin"],
     "events": ["id", "run_id", "round", "created_at", "kind", "data_json"],
     "gradients": ["id", "run_id", "round", "instruction_id", "text", "improvements_json", "llm_call_id"],
     "images": ["id", "render_config_hash", "prompt", "seed", "content_hash", "path", "width", "height",
@@ -91,3 +103,26 @@ def test_read_only_database_is_a_user_error(tmp_path):
         assert path.read_bytes() == before
     finally:
         path.chmod(0o644)
+
+
+def test_an_old_database_is_upgraded_and_its_prompts_become_searchable(tmp_path):
+    import sqlite_utils
+
+    from promptevo import migrations
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    db = sqlite_utils.Database(conn)
+    first = migrations.MIGRATIONS[:1]
+    saved = migrations.MIGRATIONS[:]
+    migrations.MIGRATIONS[:] = first
+    try:
+        migrations.apply_migrations(db)
+    finally:
+        migrations.MIGRATIONS[:] = saved
+    conn.execute("INSERT INTO prompts (id, text) VALUES ('x', 'a waterfall at dawn')")
+    conn.close()
+    with Store(path) as s:
+        assert s.schema() == EXPECTED_SCHEMA
+        hits = s.query("SELECT p.text FROM prompts_fts f JOIN prompts p ON p.rowid = f.rowid WHERE prompts_fts MATCH 'waterfall'")
+        assert hits == [{"text": "a waterfall at dawn"}]
