@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from promptevo.llm import LLM, Completion, Message
+from promptevo.llm import LLM, Completion, LLMUnavailable, Message
 from promptevo.store import Store
 from promptevo.templates import template
 
@@ -43,4 +43,13 @@ def ask(
                 template=tpl.name, template_hash=tpl.hash,
             )
         calls.append(Call(messages, comp, call_id))
+    if completions and all(c.error for c in completions):
+        raise LLMUnavailable(
+            f"every {role} request failed after retries ({_short(completions[0].error)}); the calls are "
+            "logged and finished work is saved: fix the LLM server, then `promptevo runs resume RUN`"
+        )
     return calls
+
+
+def _short(text: str | None, n: int = 200) -> str:
+    return (text or "")[:n]

@@ -182,11 +182,93 @@ def rewrite(
         out.print(table)
 
 
+@app.command()
+def bench(
+    profile: ProfileOpt = "tiny",
+    device: DeviceOpt = None,
+    render_model: RenderModelOpt = None,
+    hps_checkpoint: HPSCheckpointOpt = None,
+    images: Annotated[int, typer.Option(min=2, help="Images for the batched measurements.")] = 24,
+    naive_images: Annotated[int, typer.Option(min=1, help="Images for the naive (one at a time) measurements.")] = 6,
+    rounds: Annotated[int, typer.Option(min=1, help="Optimisation rounds for the whole-round measurement.")] = 2,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the results file.")] = Path("benchmarks/results"),
+    as_json: JsonOpt = False,
+):
+    """Measure images/s for rendering, scoring and whole rounds, promptevo's way and the naive
+    way (one pipeline call per image, PNG round trip, checkpoint reloaded per score), and print
+    the ratios. Results go to OUT/PROFILE-DEVICE.json."""
+    from promptevo.bench import environment, run_bench, save_results
+    from promptevo.render import DiffusersRenderer
+    from promptevo.score import HPSScorer
+
+    if naive_images > images:
+        raise UserError("--naive-images cannot exceed --images")
+    prof = build_profile(profile, device=device, render_model=render_model, hps_checkpoint=hps_checkpoint)
+    with err.status("loading renderer and scorer"):
+        renderer, scorer = DiffusersRenderer(prof.render), HPSScorer(prof.scorer)
+    with err.status("benchmarking") as status:
+        result = run_bench(renderer, scorer, profile=prof, loader=HPSScorer, images=images, naive_images=naive_images,
+                           rounds=rounds, progress=lambda s: status.update(f"benchmarking: {s}"))
+    data = {"profile": prof.name, "environment": environment(renderer, scorer), **result}
+    path = save_results(data, out_dir)
+    if as_json:
+        print_json({**data, "results_file": str(path)})
+        return
+    table = Table("measurement", "promptevo images/s", "naive images/s", "ratio")
+    r = result
+    table.add_row("render", f"{r['render_batched']['images_per_s']:.2f} (batch {r['render_batched']['batch']})",
+                  f"{r['render_per_image']['images_per_s']:.2f} (batch 1)", f"{r['ratios']['render_batched_vs_per_image']:.2f}x")
+    table.add_row("score", f"{r['score_batched']['images_per_s']:.2f}", f"{r['score_reload_per_image']['images_per_s']:.2f} (reload per image)",
+                  f"{r['ratios']['score_batched_vs_reload']:.2f}x")
+    table.add_row("whole round", f"{r['round']['images_per_s']:.2f}", f"{r['round_naive']['images_per_s']:.2f}",
+                  f"{r['ratios']['round_vs_naive_round']:.2f}x")
+    out.print(table)
+    rd = r["round"]
+    out.print(f"round time {rd['seconds']:.2f} s: render {rd['render_s']:.2f} s, score {rd['score_s']:.2f} s, "
+              f"LLM (scripted) {rd['llm_s']:.3f} s, promptevo overhead {100 * rd['overhead_fraction']:.1f}%")
+    t = r["tflops"]
+    peak = f" of {t['device_peak']} peak" if t["device_peak"] else ""
+    out.print(f"achieved: render {t['render']:.3f} TFLOP/s, score {t['score']:.3f} TFLOP/s{peak}")
+    err.print(f"results written to {path}")
+
+
+experiment_app = new_app("Run ablation experiments from TOML configs (see experiments/README.md).")
+
+
+@experiment_app.command("run")
+def experiment_run(
+    config: Annotated[Path, typer.Argument(help="Experiment config (TOML), e.g. experiments/selector.toml.")],
+    repeats: Annotated[int | None, typer.Option(help="Override the config's repeats (>= 2).")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Results folder (default: experiments/results/NAME next to the config).")] = None,
+    as_json: JsonOpt = False,
+):
+    """Run every arm for several seeds (each run in its own database; finished runs are skipped)
+    and write results.md, results.csv, heldout.svg and curves.svg."""
+    from promptevo.experiment import run_experiment
+
+    with err.status("experiment") as status:
+        results = run_experiment(config, out=out_dir, repeats=repeats, progress=lambda s: status.update(f"experiment: {s}"))
+    if as_json:
+        print_json(results)
+        return
+    table = Table("arm", "runs", "held-out gain", "95% CI", "diff vs " + results["reference_arm"], "95% CI of diff",
+                  title=f"{results['name']} ({'SYNTHETIC benchmark' if results['synthetic'] else results['models']})")
+    for r in results["rows"]:
+        has = "diff_vs_reference" in r
+        table.add_row(r["arm"], str(r["runs"]), f"{r['heldout_gain']:+.3f}", f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]",
+                      f"{r['diff_vs_reference']:+.3f}" if has else "",
+                      (f"[{r['diff_ci_low']:+.3f}, {r['diff_ci_high']:+.3f}]" + (" *" if r["diff_excludes_zero"] else "")) if has else "")
+    out.print(table)
+    err.print(f"{results['runs_done']} runs done, {results['runs_skipped']} already finished; results in "
+              f"{out_dir or config.parent / 'results' / results['name']}")
+
+
 def _register_subcommands() -> None:
     from promptevo import cli_db, cli_runs
 
     cli_runs.register(app)
     cli_db.register(app)
+    app.add_typer(experiment_app, name="experiment")
 
 
 def main() -> None:

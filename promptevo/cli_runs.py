@@ -44,13 +44,14 @@ def _load_models(profile: Profile):
     from promptevo.score import HPSScorer
 
     with err.status("loading models (renderer, scorer, LLM)"):
-        return load_llm(profile.llm), DiffusersRenderer(profile.render), HPSScorer(profile.scorer)
+        renderer, scorer = DiffusersRenderer(profile.render), HPSScorer(profile.scorer)  # quick to fail
+        return load_llm(profile.llm), renderer, scorer
 
 
-def _run_loop(store: Store, run_id: str, profile: Profile, as_json: bool) -> None:
+def _run_loop(store: Store, run_id: str, profile: Profile, as_json: bool, models=None) -> None:
     from promptevo.optimize import Optimizer
 
-    llm, renderer, scorer = _load_models(profile)
+    llm, renderer, scorer = models or _load_models(profile)
 
     def log_line(p) -> None:  # stderr is a file or pipe: one line per finished round
         if p.stage == "round finished":
@@ -61,7 +62,11 @@ def _run_loop(store: Store, run_id: str, profile: Profile, as_json: bool) -> Non
     with Live(console=err, refresh_per_second=4, transient=not err.is_terminal) as live:
         show = (lambda p: live.update(_progress_view(p))) if err.is_terminal else log_line
         opt = Optimizer(store, run_id, llm=llm, renderer=renderer, scorer=scorer, on_progress=show)
-        summary = opt.run_all()
+        try:
+            summary = opt.run_all()
+        except UserError as exc:  # the LLM server failed or refused: say how to continue
+            store.event(run_id, "stopped", {"reason": type(exc).__name__, "message": str(exc)})
+            raise UserError(f"{exc}\nrun {run_id} stopped; continue with `promptevo runs resume {run_id} --db {store.path}`") from None
     _print_summary(summary, as_json)
 
 
@@ -102,6 +107,7 @@ def optimize(
     gradient: Annotated[bool, typer.Option(help="Use the textual gradient (--no-gradient: ablation).")] = True,
     reference_db: Annotated[Path | None, typer.Option(help="Prompt database (`promptevo db`); its nearest prompts to each weak example guide the gradient.")] = None,
     reference_k: Annotated[int, typer.Option(min=1, help="Reference prompts per example.")] = 3,
+    baseline: Annotated[list[str] | None, typer.Option(help="Also evaluate on held-out prompts: refine (a plain 'Refine this prompt.' instruction), suffix (a fixed style suffix), reference (nearest --reference-db prompt). Repeatable.")] = None,
     heldout_fraction: Annotated[float, typer.Option(help="Share of prompts held out for the final comparison.")] = 0.34,
     eval_seeds: Annotated[int, typer.Option(min=1, help="Fresh seeds per held-out prompt.")] = 2,
     instruction: Annotated[list[str] | None, typer.Option(help="Initial instruction(s); default: three built-in ones.")] = None,
@@ -129,6 +135,7 @@ def optimize(
         arms_per_round=arms_per_round, selector=selector, ucb_c=ucb_c, epsilon=epsilon,
         new_per_gradient=new_per_gradient, gradient=gradient, heldout_fraction=heldout_fraction,
         reference_db=str(reference_db) if reference_db else None, reference_k=reference_k,
+        baselines=tuple(baseline or ()),
         eval_seeds=eval_seeds, seed=seed, initial_instructions=tuple(instruction) if instruction else SEED_INSTRUCTIONS,
     )
     config.validate()
@@ -136,10 +143,17 @@ def optimize(
                          render_model=render_model, hps_checkpoint=hps_checkpoint)
     if db.parent and not db.parent.exists():
         db.parent.mkdir(parents=True, exist_ok=True)
+    if db.exists():  # a damaged or read-only database fails here, before minutes of model loading
+        Store(db).close()
+    if config.reference_db:
+        from promptevo.references import check_reference_db
+
+        check_reference_db(config.reference_db)
+    models = _load_models(prof)  # missing weights fail here, before the database is touched
     with Store(db) as store:
         run_id = create_run(store, prof, config, given)
         err.print(f"run [bold]{run_id}[/] in {db} (resume with `promptevo runs resume {run_id} --db {db}`)")
-        _run_loop(store, run_id, prof, as_json)
+        _run_loop(store, run_id, prof, as_json, models)
 
 
 @runs_app.command("list")

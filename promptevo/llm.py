@@ -45,6 +45,10 @@ class Completion:
         return self.error is None
 
 
+class LLMUnavailable(UserError):
+    """Every request of a batch failed after its retries: the server is down or unusable."""
+
+
 class LLMFatalError(UserError):
     """The server refuses in a way retrying cannot fix: authentication, model, or quota."""
 

@@ -8,11 +8,13 @@ a run killed at any moment resumes without losing or repeating finished work.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,9 +33,10 @@ from promptevo.references import ReferencePrompts, check_reference_db
 from promptevo.render import Renderer
 from promptevo.score import Scorer
 from promptevo.stats import mean_ci, paired_ci
-from promptevo.store import Store, now
-from promptevo.templates import NO_GRADIENT_IMPROVEMENT, SEED_INSTRUCTIONS
+from promptevo.store import Store, now, safe_text
+from promptevo.templates import NO_GRADIENT_IMPROVEMENT, REFINE_INSTRUCTION, SEED_INSTRUCTIONS, STYLE_SUFFIX
 
+BASELINES = ("refine", "suffix", "reference")
 EVAL_SEED_OFFSET = 1_000_003  # held-out seeds never coincide with search seeds
 
 
@@ -55,6 +58,7 @@ class OptimizeConfig:
     initial_instructions: tuple[str, ...] = SEED_INSTRUCTIONS
     reference_db: str | None = None  # prompt database whose nearest prompts guide the gradient
     reference_k: int = 3
+    baselines: tuple[str, ...] = ()  # extra held-out arms: refine, suffix, reference
 
     def validate(self) -> None:
         checks = [
@@ -66,6 +70,8 @@ class OptimizeConfig:
             (0 <= self.heldout_fraction < 1, "held-out fraction must be in [0, 1)"),
             (self.eval_seeds >= 1, "eval seeds must be >= 1"),
             (self.reference_k >= 1, "reference k must be >= 1"),
+            (set(self.baselines) <= set(BASELINES), f"baselines are {', '.join(BASELINES)}"),
+            ("reference" not in self.baselines or bool(self.reference_db), "the reference baseline needs a reference database"),
             (len(self.initial_instructions) >= 1, "at least one initial instruction"),
         ]
         for ok, message in checks:
@@ -76,12 +82,14 @@ class OptimizeConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["initial_instructions"] = list(self.initial_instructions)
+        d["baselines"] = list(self.baselines)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> OptimizeConfig:
         d = dict(d)
         d["initial_instructions"] = tuple(d.get("initial_instructions") or SEED_INSTRUCTIONS)
+        d["baselines"] = tuple(d.get("baselines") or ())
         return cls(**{k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}})
 
 
@@ -122,6 +130,11 @@ def create_run(store: Store, profile: Profile, config: OptimizeConfig, prompts: 
             conn.execute(
                 "INSERT INTO instructions (run_id, text, origin, created_round) VALUES (?, ?, 'seed', 0)",
                 [run_id, text],
+            )
+        if "refine" in config.baselines:  # never in the population: evaluated on held-out prompts only
+            conn.execute(
+                "INSERT INTO instructions (run_id, text, origin, created_round) VALUES (?, ?, 'baseline', 0)",
+                [run_id, REFINE_INSTRUCTION],
             )
     return run_id
 
@@ -174,6 +187,7 @@ class Optimizer:
         scorer: Scorer,
         on_progress: Callable[[Progress], None] | None = None,
         references: ReferencePrompts | None = None,
+        overlap: bool = True,
     ):
         run = store.one("SELECT * FROM runs WHERE id = ?", [run_id])
         if run is None:
@@ -185,6 +199,7 @@ class Optimizer:
         self.on_progress = on_progress or (lambda p: None)
         self.progress = Progress(rounds=self.config.rounds)
         self._references = references
+        self.overlap = overlap
 
     @property
     def references(self) -> ReferencePrompts | None:
@@ -257,15 +272,41 @@ class Optimizer:
     def _rng(self, *keys: int) -> np.random.Generator:
         return np.random.default_rng([self.config.seed, *keys])
 
+    def _draw_prompts(self, r: int, rng: np.random.Generator) -> tuple[list[str], list[list[int]]]:
+        """Round r's prompts and seeds: the first draws from the round's generator, so they are
+        known before the round is planned (which lets the GPU render them early)."""
+        cfg = self.config
+        pool = self.prompts("optimize")
+        picked = rng.choice(len(pool), size=min(cfg.batch_size, len(pool)), replace=False)
+        prompts = [pool[int(i)]["id"] for i in picked]
+        seeds = [[int(s) for s in rng.integers(0, 2**31 - 1, cfg.seeds_per_prompt)] for _ in prompts]
+        return prompts, seeds
+
+    def _naive_jobs(self, prompt_ids: Sequence[str], seeds: Sequence[Sequence[int]]) -> list[Job]:
+        texts = {p["id"]: p["text"] for p in self.store.query(
+            f"SELECT * FROM prompts WHERE id IN ({','.join('?' * len(prompt_ids))})", list(prompt_ids))}
+        return [Job(texts[pid], seed, texts[pid]) for pid, ss in zip(prompt_ids, seeds) for seed in ss]
+
+    @contextlib.contextmanager
+    def _gpu_meanwhile(self, jobs: Sequence[Job]) -> Iterator[None]:
+        """Render and score `jobs` on a worker thread while the caller waits on the LLM. Results
+        land in the image/score cache, where the round's own render_and_score finds them."""
+        if not jobs or not self.overlap:
+            yield
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="promptevo-gpu") as pool:
+            future = pool.submit(render_and_score, self.store, self.renderer, self.scorer, list(jobs))
+            try:
+                yield
+            finally:
+                future.result()
+
     def search_round(self, r: int) -> None:
         cfg = self.config
 
         def make_plan() -> dict[str, Any]:
             rng = self._rng(r)
-            pool = self.prompts("optimize")
-            picked = rng.choice(len(pool), size=min(cfg.batch_size, len(pool)), replace=False)
-            prompts = [pool[int(i)]["id"] for i in picked]
-            seeds = [[int(s) for s in rng.integers(0, 2**31 - 1, cfg.seeds_per_prompt)] for _ in prompts]
+            prompts, seeds = self._draw_prompts(r, rng)
             pop = self.population()
             arms = self.selector.select(self.arm_stats([p["id"] for p in pop]), cfg.arms_per_round, rng)
             return {"prompts": prompts, "seeds": seeds, "arms": [int(a) for a in arms]}
@@ -274,7 +315,8 @@ class Optimizer:
         plan = self._plan(r, "search", make_plan)
         arms = {a: self._instruction(a)["text"] for a in plan["arms"]}
         self._emit("rewriting", r)
-        rewrites = self._rewrites(r, [(str(a), a, text) for a, text in arms.items()], plan["prompts"])
+        with self._gpu_meanwhile(self._naive_jobs(plan["prompts"], plan["seeds"])):  # naive images need no LLM
+            rewrites = self._rewrites(r, [(str(a), a, text) for a, text in arms.items()], plan["prompts"])
         self._emit("rendering and scoring", r)
         self._render_trials(r, plan, [(str(a), a) for a in arms], rewrites)
 
@@ -283,7 +325,9 @@ class Optimizer:
         new_instructions: list[dict[str, Any]] = []
         if rewards and cfg.new_per_gradient > 0:
             weak = min(rewards, key=lambda a: (rewards[a], a))
-            new_instructions = self._evolve(r, weak, plan)
+            upcoming = self._naive_jobs(*self._draw_prompts(r + 1, self._rng(r + 1))) if r < cfg.rounds else []
+            with self._gpu_meanwhile(upcoming):  # next round's naive images while the LLM critiques
+                new_instructions = self._evolve(r, weak, plan)
         self._finish_search_round(r, new_instructions)
         self._emit("round finished", r)
 
@@ -312,7 +356,7 @@ class Optimizer:
                         """INSERT OR IGNORE INTO rewrites
                            (run_id, round, instruction_id, prompt_id, text, raw_text, handling, llm_call_id)
                            VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
-                        [self.run_id, r, iid, pid, res.text, res.raw[:20000], res.handling, res.llm_call_id],
+                        [self.run_id, r, iid, pid, safe_text(res.text), safe_text(res.raw[:20000]), res.handling, res.llm_call_id],
                     )
                     have[(iid, pid)] = res.text
         return have
@@ -479,14 +523,35 @@ class Optimizer:
         self._emit("held-out evaluation", r)
         plan = self._plan(r, "evaluation", make_plan)
         arms = [("best", plan["best"]), ("initial", plan["initial"])]
-        rewrites = self._rewrites(r, [(n, i, self._instruction(i)["text"]) for n, i in arms], plan["prompts"])
-        self._render_trials(r, plan, arms, rewrites)
+        refine = self.store.one("SELECT id FROM instructions WHERE run_id = ? AND origin = 'baseline'", [self.run_id])
+        if "refine" in self.config.baselines and refine:
+            arms.append(("refine", refine["id"]))
+        with self._gpu_meanwhile(self._naive_jobs(plan["prompts"], plan["seeds"])):
+            rewrites = self._rewrites(r, [(n, i, self._instruction(i)["text"]) for n, i in arms], plan["prompts"])
+        fixed = self._fixed_baselines(plan["prompts"])
+        self._render_trials(r, plan, arms + [(name, None) for name in fixed], rewrites, fixed)
         with self.store.transaction() as conn:
             conn.execute(
                 "UPDATE rounds SET status = 'finished', finished_at = ? WHERE run_id = ? AND round = ?",
                 [now(), self.run_id, r],
             )
             conn.execute("UPDATE runs SET best_instruction_id = ? WHERE id = ?", [plan["best"], self.run_id])
+
+
+    def _fixed_baselines(self, prompt_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+        """Baselines that need no LLM: the naive prompt plus a fixed style suffix, and the nearest
+        reference-database prompt used as is (the paper's Lexica baseline)."""
+        texts = {p["id"]: p["text"] for p in self.store.query(
+            f"SELECT * FROM prompts WHERE id IN ({','.join('?' * len(prompt_ids))})", list(prompt_ids))}
+        fixed: dict[str, dict[str, str]] = {}
+        if "suffix" in self.config.baselines:
+            fixed["suffix"] = {pid: texts[pid] + STYLE_SUFFIX for pid in prompt_ids}
+        if "reference" in self.config.baselines and self.references:
+            fixed["reference"] = {}
+            for pid in prompt_ids:
+                near = self.references.nearest(texts[pid])
+                fixed["reference"][pid] = near[0]["text"] if near else texts[pid]
+        return fixed
 
 
 def heldout_table(store: Store, run_id: str) -> list[dict[str, Any]]:

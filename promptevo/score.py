@@ -33,15 +33,15 @@ class Scorer(Protocol):
 
 
 def checkpoint_path(config: ScorerConfig) -> Path:
-    if config.version == TINY:
-        from promptevo.tiny import tiny_hps_checkpoint
-
-        return tiny_hps_checkpoint()
     if config.checkpoint:
         path = Path(config.checkpoint).expanduser()
         if not path.is_file():
             raise ModelNotFound(f"HPS checkpoint {path} does not exist; pass --hps-checkpoint PATH")
         return path
+    if config.version == TINY:
+        from promptevo.tiny import tiny_hps_checkpoint
+
+        return tiny_hps_checkpoint()
     filename = HPS_HUB_FILES.get(config.version)
     if filename is None:
         raise ModelNotFound(f"unknown HPS version {config.version!r}; use one of {', '.join(HPS_HUB_FILES)}")
@@ -104,8 +104,14 @@ class HPSScorer:
         ckpt = checkpoint_path(config)
         with quiet_root_logger():
             model = open_clip.create_model(config.arch, pretrained=None)
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        model.load_state_dict(state.get("state_dict", state))
+        try:
+            state = torch.load(ckpt, map_location="cpu", weights_only=True)
+            model.load_state_dict(state.get("state_dict", state))
+        except (RuntimeError, OSError, ValueError, AttributeError) as exc:
+            raise ModelNotFound(
+                f"HPS checkpoint {ckpt} does not fit the {config.arch} model ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:200]})"
+            ) from None
         self.model = model.to(device=device, dtype=dtype).eval()
         self.tokenizer = open_clip.get_tokenizer(config.arch)
         size = model.visual.image_size

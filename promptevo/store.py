@@ -28,6 +28,17 @@ def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
+def safe_text(value: Any) -> Any:
+    """Strings as valid UTF-8 (lone surrogates, which an LLM server's JSON can carry and SQLite
+    refuses, become U+FFFD); other values unchanged."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return value
+
+
 def prompt_id(text: str) -> str:
     return sha256_hex(text, 16)
 
@@ -45,6 +56,8 @@ class Store:
 
     def _connect(self) -> sqlite3.Connection:
         path = self.path
+        if path.is_dir():
+            raise UserError(f"{path} is a folder, not a database file")
         if self.readonly:
             if not path.exists():
                 raise UserError(f"database {path} does not exist")
@@ -57,18 +70,23 @@ class Store:
                 if fh.read(16) != b"SQLite format 3\x00":
                     raise UserError(f"{path} is not a SQLite database (or its header is corrupted)")
         uri = f"file:{path}?mode=ro" if self.readonly else f"file:{path}"
+        conn = None
         try:
             conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30)
+            # Check before anything writes: switching to WAL rewrites the header of a damaged file.
+            check = conn.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise UserError(f"database {path} is corrupted ({check[:200]}); restore it from a copy")
             conn.execute("PRAGMA foreign_keys = ON")
             if not self.readonly:
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")
-            check = conn.execute("PRAGMA quick_check").fetchone()[0]
-            if check != "ok":
-                raise UserError(f"database {path} is corrupted ({check}); restore it from a copy")
-            if not self.readonly:
                 apply_migrations(sqlite_utils.Database(conn))
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, UserError) as exc:
+            if conn is not None:
+                conn.close()
+            if isinstance(exc, UserError):
+                raise
             raise UserError(f"cannot open database {path}: {exc}") from None
         return conn
 
@@ -106,7 +124,7 @@ class Store:
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
         with self.transaction() as conn:
-            cur = conn.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks})", list(row.values()))
+            cur = conn.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks})", [safe_text(v) for v in row.values()])
             return int(cur.lastrowid)
 
     # -- records -----------------------------------------------------------------------------

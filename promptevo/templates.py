@@ -51,3 +51,6 @@ NO_GRADIENT_IMPROVEMENT = (  # the no-gradient ablation: a change with no critiq
     "Change the instruction in one way that could make the images better."
 )
 REFINE_INSTRUCTION = "Refine this prompt."  # the seed paper's plain baseline
+STYLE_SUFFIX = (  # a common hand-made recipe, the fixed-suffix baseline
+    ", highly detailed, sharp focus, dramatic lighting, vivid colors, masterpiece, trending on artstation"
+)

@@ -1,5 +1,5 @@
 """Runs (or resumes) an optimisation run with the scripted LLM and the tiny models, in its own
-process, so tests can kill it with SIGKILL at any moment."""
+process, so tests can kill it with SIGKILL at any moment. Prints each stage as it starts."""
 
 import sys
 
@@ -18,5 +18,6 @@ if __name__ == "__main__":
     renderer, scorer = DiffusersRenderer(profile.render), HPSScorer(profile.scorer)
     print("ready", flush=True)
     with Store(db) as store:
-        Optimizer(store, run_id, llm=ScriptedLLM(script), renderer=renderer, scorer=scorer).run_all()
+        Optimizer(store, run_id, llm=ScriptedLLM(script), renderer=renderer, scorer=scorer,
+                  on_progress=lambda p: print(f"stage {p.stage}|{p.round}", flush=True)).run_all()
     print("done", flush=True)

@@ -1,17 +1,10 @@
 import json
-import os
-import random
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from promptevo.llm import ScriptedLLM
 from promptevo.optimize import OptimizeConfig, Optimizer, create_run, split_prompts
-from promptevo.store import Store
 
 from .scripted import junk, script
 
@@ -108,47 +101,3 @@ def test_overlong_rewrites_are_cut_to_the_text_window(store, tiny, renderer, sco
     rows = store.query("SELECT text, handling FROM rewrites WHERE run_id = ?", [run_id])
     assert rows and all("truncated_to_text_window" in r["handling"] for r in rows)
     assert all(renderer.token_count(r["text"]) <= 77 for r in rows)
-
-
-def counts(store, run_id):
-    return {
-        "trials": store.one("SELECT COUNT(*) AS n FROM trials WHERE run_id = ?", [run_id])["n"],
-        "scored_images": store.one("""SELECT COUNT(DISTINCT image_id) AS n FROM trials WHERE run_id = ?""", [run_id])["n"],
-        "rounds": store.one("SELECT COUNT(*) AS n FROM rounds WHERE run_id = ? AND status = 'finished'", [run_id])["n"],
-    }
-
-
-def test_sigkill_mid_round_then_resume_matches_an_uninterrupted_run(tmp_path, tiny, renderer, scorer):
-    config = OptimizeConfig(rounds=3, batch_size=2)
-    with Store(tmp_path / "straight.db") as straight:
-        rid = create_run(straight, tiny, config, PROMPTS)
-        expected = Optimizer(straight, rid, llm=ScriptedLLM(script), renderer=renderer, scorer=scorer).run_all()
-        expected_counts = counts(straight, rid)
-
-    db = tmp_path / "killed.db"
-    with Store(db) as s:
-        run_id = create_run(s, tiny, config, PROMPTS)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    kills, rng = 0, random.Random(1)
-    for attempt in range(8):
-        proc = subprocess.Popen([sys.executable, "-m", "tests.loop_driver", str(db), run_id], cwd=ROOT, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        assert proc.stdout.readline().strip() == "ready"
-        if attempt < 3:
-            time.sleep(rng.uniform(0.3, 2.5))
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                kills += 1
-            proc.wait()
-        else:
-            assert proc.wait(timeout=300) == 0
-            break
-    assert kills >= 1
-    with Store(db) as s:
-        assert s.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        got = Optimizer(s, run_id, llm=ScriptedLLM(script), renderer=renderer, scorer=scorer).run_all()
-        assert counts(s, run_id) == expected_counts
-        dup = s.one("SELECT COUNT(*) AS n FROM (SELECT image_id, scorer, target_prompt, COUNT(*) c FROM scores GROUP BY 1, 2, 3 HAVING c > 1)")
-        assert dup["n"] == 0
-    assert got["best_instruction"]["text"] == expected["best_instruction"]["text"]
-    assert [r["score_mean"] for r in got["heldout"]] == pytest.approx([r["score_mean"] for r in expected["heldout"]], abs=1e-6)

@@ -1,0 +1,261 @@
+"""Ablation experiments: every arm of a TOML config, repeated with different seeds, each run in
+its own database; then a results table (mean, 95% CI, paired difference to the reference arm)
+and plots. Finished runs are skipped on a rerun, unfinished ones resumed.
+
+Config (experiments/*.toml):
+
+    name = "selector"
+    models = "synthetic"            # the SYNTHETIC benchmark, or a profile: tiny, gpu, paper
+    prompts = "../../shared/data/seed-paper/naive_prompts.txt"   # relative to the config file
+    prompt_limit = 24
+    repeats = 5
+    reference_arm = "ucb"
+    reference_source = "../../shared/data/seed-paper/lexica_prompts.jsonl"  # for reference_db = true
+    [optimize]                      # OptimizeConfig fields shared by every arm
+    rounds = 4
+    [arms.ucb]
+    selector = "ucb"
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from promptevo.errors import UserError
+from promptevo.optimize import OptimizeConfig, round_rewards
+from promptevo.stats import mean_ci
+from promptevo.store import Store
+
+_OPT_FIELDS = {f.name for f in fields(OptimizeConfig)}
+
+
+@dataclass
+class ExperimentConfig:
+    path: Path
+    name: str
+    description: str
+    models: str
+    prompts: Path
+    prompt_limit: int | None
+    repeats: int
+    seed: int
+    reference_arm: str
+    reference_source: Path | None
+    optimize: dict[str, Any]
+    arms: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def arm_config(self, arm: str, repeat: int, reference_db: Path | None) -> OptimizeConfig:
+        merged = {**self.optimize, **self.arms[arm]}
+        if merged.pop("reference_db", False):
+            if reference_db is None:
+                raise UserError(f"arm {arm!r} sets reference_db but the config has no reference_source")
+            merged["reference_db"] = str(reference_db)
+        merged["seed"] = self.seed + 1000 * repeat
+        for key in ("initial_instructions", "baselines"):
+            if key in merged:
+                merged[key] = tuple(merged[key])
+        config = OptimizeConfig(**merged)
+        config.validate()
+        return config
+
+
+def load_config(path: Path) -> ExperimentConfig:
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"experiment config {path} does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not valid TOML: {exc}") from None
+    base = path.parent
+    try:
+        arms = raw["arms"]
+        cfg = ExperimentConfig(
+            path=path, name=str(raw.get("name") or path.stem), description=str(raw.get("description", "")),
+            models=str(raw.get("models", "synthetic")), prompts=(base / raw["prompts"]).resolve(),
+            prompt_limit=raw.get("prompt_limit"), repeats=int(raw.get("repeats", 3)), seed=int(raw.get("seed", 0)),
+            reference_arm=str(raw.get("reference_arm") or next(iter(arms))),
+            reference_source=(base / raw["reference_source"]).resolve() if raw.get("reference_source") else None,
+            optimize=dict(raw.get("optimize", {})), arms={k: dict(v) for k, v in arms.items()},
+        )
+    except (KeyError, StopIteration) as exc:
+        raise UserError(f"{path}: missing {exc} (an experiment needs prompts and at least one [arms.NAME])") from None
+    unknown = [k for part in [cfg.optimize, *cfg.arms.values()] for k in part if k not in _OPT_FIELDS | {"reference_db"}]
+    if unknown:
+        raise UserError(f"{path}: unknown setting {unknown[0]!r}; settings are OptimizeConfig fields: {', '.join(sorted(_OPT_FIELDS))}")
+    if cfg.reference_arm not in cfg.arms:
+        raise UserError(f"{path}: reference_arm {cfg.reference_arm!r} is not one of the arms")
+    if cfg.repeats < 2:
+        raise UserError(f"{path}: repeats must be >= 2 for confidence intervals")
+    return cfg
+
+
+def load_models(models: str):
+    """(profile, llm, renderer, scorer, embedder-or-None), loaded once for every run."""
+    if models == "synthetic":
+        from promptevo.embed import Embedder
+        from promptevo.synthetic import synthetic_models, synthetic_profile
+
+        embedder = Embedder()
+        return (synthetic_profile(), *synthetic_models(embedder), embedder)
+    from promptevo.config import get_profile
+    from promptevo.llm import load_llm
+    from promptevo.render import DiffusersRenderer
+    from promptevo.score import HPSScorer
+
+    profile = get_profile(models)
+    return profile, load_llm(profile.llm), DiffusersRenderer(profile.render), HPSScorer(profile.scorer), None
+
+
+def _reference_db(cfg: ExperimentConfig, out: Path, embedder) -> Path | None:
+    if cfg.reference_source is None:
+        return None
+    from promptevo.promptdb import PromptDB
+
+    path = out / "reference.db"
+    with Store(path) as store:
+        pdb = PromptDB(store)
+        if cfg.reference_source.is_dir():
+            pdb.import_collection(cfg.reference_source)
+        else:
+            pdb.import_file(cfg.reference_source, source=cfg.reference_source.name)
+        if embedder is not None:
+            pdb.ensure_embeddings(embedder)
+    return path
+
+
+def run_experiment(path: Path, *, out: Path | None = None, repeats: int | None = None,
+                   progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    from promptevo.optimize import Optimizer, create_run
+    from promptevo.prompt_io import read_prompts
+    from promptevo.references import ReferencePrompts
+
+    cfg = load_config(path)
+    if repeats is not None:
+        if repeats < 2:
+            raise UserError("--repeats must be >= 2 for confidence intervals")
+        cfg.repeats = repeats
+    out = out or path.parent / "results" / cfg.name
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    prompts = read_prompts(cfg.prompts)[: cfg.prompt_limit]
+    progress("loading models")
+    profile, llm, renderer, scorer, embedder = load_models(cfg.models)
+    reference_db = _reference_db(cfg, out, embedder)
+    refs = ReferencePrompts(reference_db, embedder=embedder) if reference_db else None
+    done = skipped = 0
+    for arm in cfg.arms:
+        for rep in range(cfg.repeats):
+            config = cfg.arm_config(arm, rep, reference_db)
+            db = out / "runs" / f"{arm}-r{rep}.db"
+            with Store(db) as store:
+                run = store.one("SELECT * FROM runs ORDER BY created_at LIMIT 1")
+                if run and run["status"] == "finished":
+                    skipped += 1
+                    continue
+                run_id = run["id"] if run else create_run(store, profile, config, prompts)
+                progress(f"{arm} repeat {rep + 1}/{cfg.repeats}")
+                if refs is not None and refs.k != config.reference_k:
+                    refs.k, refs._cache = config.reference_k, {}
+                Optimizer(store, run_id, llm=llm, renderer=renderer, scorer=scorer,
+                          references=refs if config.reference_db else None).run_all()
+                done += 1
+    results = summarise(cfg, out)
+    results.update(runs_done=done, runs_skipped=skipped)
+    write_results(cfg, out, results)
+    return results
+
+
+def _run_metrics(db: Path) -> dict[str, Any]:
+    from promptevo.optimize import heldout_table
+
+    with Store(db, readonly=True) as store:
+        run = store.one("SELECT * FROM runs ORDER BY created_at LIMIT 1")
+        rounds = json.loads(run["config_json"])["optimize"]["rounds"]
+        table = {row["arm"]: row for row in heldout_table(store, run["id"])}
+        rewards = round_rewards(store, run["id"])
+    gains = {arm: row["diff_vs_naive"]["mean"] for arm, row in table.items() if row["diff_vs_naive"]}
+    # best arm's mean gain over naive after each round (statistics from finished rounds only)
+    curve, per_arm = [], {}
+    for r in range(1, rounds + 1):
+        for row in rewards:
+            if row["round"] == r:
+                per_arm.setdefault(row["arm"], []).append(row["reward"])
+        curve.append(max((sum(v) / len(v) for v in per_arm.values()), default=float("nan")))
+    return {"gains": gains, "curve": curve}
+
+
+def summarise(cfg: ExperimentConfig, out: Path) -> dict[str, Any]:
+    metrics: dict[str, list[dict[str, Any]]] = {}
+    for arm in cfg.arms:
+        for rep in range(cfg.repeats):
+            db = out / "runs" / f"{arm}-r{rep}.db"
+            if db.exists():
+                metrics.setdefault(arm, []).append(_run_metrics(db))
+    ref = [m["gains"].get("best", float("nan")) for m in metrics.get(cfg.reference_arm, [])]
+    rows = []
+    for arm, ms in metrics.items():
+        best = [m["gains"].get("best", float("nan")) for m in ms]
+        ci = mean_ci(best)
+        row = {"arm": arm, "runs": len(ms), "heldout_gain": ci.mean, "ci_low": ci.low, "ci_high": ci.high}
+        if arm != cfg.reference_arm and len(ref) == len(best):
+            d = mean_ci([a - b for a, b in zip(best, ref)])  # paired by repeat: same seed, prompts and split
+            row.update(diff_vs_reference=d.mean, diff_ci_low=d.low, diff_ci_high=d.high, diff_excludes_zero=d.excludes_zero())
+        rows.append(row)
+    baselines = []
+    for name in ("initial", "refine", "suffix", "reference"):
+        values = [m["gains"][name] for m in metrics.get(cfg.reference_arm, []) if name in m["gains"]]
+        if len(values) >= 2:
+            ci = mean_ci(values)
+            d = mean_ci([a - b for a, b in zip(values, ref)]) if len(values) == len(ref) else None
+            baselines.append({"arm": f"baseline: {name}", "runs": len(values), "heldout_gain": ci.mean, "ci_low": ci.low,
+                              "ci_high": ci.high, **({"diff_vs_reference": d.mean, "diff_ci_low": d.low, "diff_ci_high": d.high,
+                                                      "diff_excludes_zero": d.excludes_zero()} if d else {})})
+    curves = {}
+    for arm, ms in metrics.items():
+        n = min(len(m["curve"]) for m in ms)
+        curves[arm] = []
+        for r in range(n):
+            vals = [m["curve"][r] for m in ms if math.isfinite(m["curve"][r])]
+            ci = mean_ci(vals)
+            curves[arm].append((r + 1, ci.mean, ci.low, ci.high))
+    return {"name": cfg.name, "models": cfg.models, "repeats": cfg.repeats, "reference_arm": cfg.reference_arm,
+            "rows": rows + baselines, "curves": curves, "synthetic": cfg.models == "synthetic"}
+
+
+def _f(v: Any) -> str:
+    return "" if v is None else f"{v:+.3f}" if isinstance(v, float) else str(v)
+
+
+def write_results(cfg: ExperimentConfig, out: Path, results: dict[str, Any]) -> None:
+    from promptevo.plots import band_plot, interval_plot
+
+    unit = "synthetic points (SYNTHETIC benchmark, not HPS)" if results["synthetic"] else "HPS x100"
+    cols = ["arm", "runs", "heldout_gain", "ci_low", "ci_high", "diff_vs_reference", "diff_ci_low", "diff_ci_high", "diff_excludes_zero"]
+    with open(out / "results.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(results["rows"])
+    lines = [f"# {cfg.name}", "", cfg.description, "",
+             f"Models: **{cfg.models}**{' (SYNTHETIC benchmark: simulated LLM, hidden-preference scorer)' if results['synthetic'] else ''}. "
+             f"{cfg.repeats} repeats per arm (seeds {cfg.seed} + 1000 x repeat). Metric: held-out gain of the best "
+             f"instruction over the naive prompt, paired on (prompt, seed), in {unit}. Intervals are 95% Student t "
+             f"over repeats; the difference to `{cfg.reference_arm}` is paired by repeat.", "",
+             "| arm | runs | held-out gain | 95% CI | diff vs " + cfg.reference_arm + " | 95% CI of diff |", "|---|---:|---:|---|---:|---|"]
+    for r in results["rows"]:
+        diff = "" if "diff_vs_reference" not in r else f"{r['diff_vs_reference']:+.3f}"
+        dci = "" if "diff_vs_reference" not in r else f"[{r['diff_ci_low']:+.3f}, {r['diff_ci_high']:+.3f}]" + (" *" if r["diff_excludes_zero"] else "")
+        lines.append(f"| {r['arm']} | {r['runs']} | {r['heldout_gain']:+.3f} | [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] | {diff} | {dci} |")
+    lines += ["", "`*`: the interval excludes zero. Plots: `heldout.svg`, `curves.svg`; runs: `runs/ARM-rN.db`.", ""]
+    (out / "results.md").write_text("\n".join(lines), encoding="utf-8")
+    (out / "heldout.svg").write_text(interval_plot(
+        [{"name": r["arm"], "mean": r["heldout_gain"], "low": r["ci_low"], "high": r["ci_high"]} for r in results["rows"]],
+        f"{cfg.name}: held-out gain over naive, 95% CI", unit), encoding="utf-8")
+    (out / "curves.svg").write_text(band_plot(results["curves"], f"{cfg.name}: best arm's mean gain by round (95% band)",
+                                              f"round ({unit})"), encoding="utf-8")
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")

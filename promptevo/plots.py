@@ -1,0 +1,71 @@
+"""Small standalone SVG plots for experiment results (no plotting library needed): intervals per
+arm, and curves with confidence bands."""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+
+COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+
+
+def _finite(xs):
+    return [x for x in xs if x is not None and math.isfinite(x)]
+
+
+def _scale(lo: float, hi: float, a: float, b: float):
+    if hi <= lo:
+        hi = lo + 1
+    return lambda v: a + (v - lo) / (hi - lo) * (b - a)
+
+
+def interval_plot(rows: Sequence[dict], title: str, label: str, width: int = 640) -> str:
+    """One row per arm: point at `mean`, whisker from `low` to `high`, zero line dashed."""
+    height = 60 + 28 * len(rows)
+    values = _finite([v for r in rows for v in (r["low"], r["high"], r["mean"])]) + [0.0]
+    sx = _scale(min(values), max(values), 170, width - 30)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif">',
+           f'<text x="10" y="18" font-size="13">{html.escape(title)}</text>',
+           f'<line x1="{sx(0):.1f}" x2="{sx(0):.1f}" y1="28" y2="{height - 24}" stroke="#999" stroke-dasharray="4"/>',
+           f'<text x="{width / 2:.0f}" y="{height - 6}" font-size="11">{html.escape(label)}</text>']
+    for i, r in enumerate(rows):
+        y = 44 + 28 * i
+        c = COLOURS[i % len(COLOURS)]
+        out.append(f'<text x="10" y="{y + 4}" font-size="12">{html.escape(str(r["name"]))}</text>')
+        if math.isfinite(r["low"]) and math.isfinite(r["high"]):
+            out.append(f'<line x1="{sx(r["low"]):.1f}" x2="{sx(r["high"]):.1f}" y1="{y}" y2="{y}" stroke="{c}" stroke-width="2"/>')
+        out.append(f'<circle cx="{sx(r["mean"]):.1f}" cy="{y}" r="4" fill="{c}"><title>{r["mean"]:+.3f} '
+                   f'[{r["low"]:+.3f}, {r["high"]:+.3f}]</title></circle>')
+    out.append(f'<text x="170" y="{height - 24}" font-size="10">{min(values):+.2f}</text>'
+               f'<text x="{width - 60}" y="{height - 24}" font-size="10">{max(values):+.2f}</text></svg>')
+    return "".join(out)
+
+
+def band_plot(series: dict[str, list[tuple[int, float, float, float]]], title: str, label: str,
+              width: int = 640, height: int = 300) -> str:
+    """series: name -> [(x, mean, low, high)]; a line per name with a shaded band."""
+    pts = [p for s in series.values() for p in s]
+    if not pts:
+        return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="40"><text x="10" y="20">no data</text></svg>'
+    xs = [p[0] for p in pts]
+    ys = _finite([v for p in pts for v in p[1:]])
+    sx = _scale(min(xs), max(xs), 50, width - 150)
+    sy = _scale(min(ys), max(ys), height - 30, 30)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif">',
+           f'<text x="10" y="18" font-size="13">{html.escape(title)}</text>',
+           f'<text x="{width / 2 - 60:.0f}" y="{height - 6}" font-size="11">{html.escape(label)}</text>',
+           f'<text x="4" y="{sy(max(ys)) + 4:.1f}" font-size="10">{max(ys):+.2f}</text>',
+           f'<text x="4" y="{sy(min(ys)):.1f}" font-size="10">{min(ys):+.2f}</text>']
+    for i, (name, s) in enumerate(sorted(series.items())):
+        c = COLOURS[i % len(COLOURS)]
+        s = sorted(s)
+        band = [(x, lo) for x, _, lo, _ in s if math.isfinite(lo)] + [(x, hi) for x, _, _, hi in reversed(s) if math.isfinite(hi)]
+        if band:
+            out.append(f'<polygon fill="{c}" fill-opacity="0.15" stroke="none" points="'
+                       + " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in band) + '"/>')
+        out.append(f'<polyline fill="none" stroke="{c}" stroke-width="2" points="'
+                   + " ".join(f"{sx(x):.1f},{sy(m):.1f}" for x, m, _, _ in s) + '"/>')
+        out.append(f'<text x="{width - 140}" y="{36 + 14 * i}" font-size="11" fill="{c}">{html.escape(name)}</text>')
+    out.append("</svg>")
+    return "".join(out)
