@@ -11,11 +11,12 @@ import typer
 from rich.table import Table
 
 from promptevo.cli_common import (
-    DeviceOpt, HPSCheckpointOpt, JsonOpt, LLMBaseURLOpt, LLMModelOpt, ProfileOpt, RenderModelOpt,
-    build_profile, check_prompts, err, new_app, out, print_json,
+    ChannelsLastOpt, CompileOpt, DeviceOpt, HPSCheckpointOpt, TinyVaeOpt, JsonOpt, LLMBaseURLOpt, LLMModelOpt, ProfileOpt, RenderModelOpt,
+    build_profile, err, new_app, out, print_json,
 )
 from promptevo.config import PROFILES
 from promptevo.errors import UserError
+from promptevo.prompt_io import check_prompts
 
 app = new_app(
     "Evolve the instructions an LLM uses to rewrite text-to-image prompts, scored by HPS v2.\n\n"
@@ -188,6 +189,9 @@ def bench(
     device: DeviceOpt = None,
     render_model: RenderModelOpt = None,
     hps_checkpoint: HPSCheckpointOpt = None,
+    channels_last: ChannelsLastOpt = False,
+    compile_: CompileOpt = False,
+    tiny_vae: TinyVaeOpt = None,
     images: Annotated[int, typer.Option(min=2, help="Images for the batched measurements.")] = 24,
     naive_images: Annotated[int, typer.Option(min=1, help="Images for the naive (one at a time) measurements.")] = 6,
     rounds: Annotated[int, typer.Option(min=1, help="Optimisation rounds for the whole-round measurement.")] = 2,
@@ -203,7 +207,8 @@ def bench(
 
     if naive_images > images:
         raise UserError("--naive-images cannot exceed --images")
-    prof = build_profile(profile, device=device, render_model=render_model, hps_checkpoint=hps_checkpoint)
+    prof = build_profile(profile, device=device, render_model=render_model, hps_checkpoint=hps_checkpoint,
+                         channels_last=channels_last, compile=compile_, tiny_vae=tiny_vae)
     with err.status("loading renderer and scorer"):
         renderer, scorer = DiffusersRenderer(prof.render), HPSScorer(prof.scorer)
     with err.status("benchmarking") as status:

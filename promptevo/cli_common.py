@@ -14,7 +14,6 @@ from typer.core import TyperGroup
 
 from promptevo.config import Profile, get_profile
 from promptevo.errors import UserError
-from promptevo.prompt_io import check_prompts, read_prompts  # noqa: F401  (re-exported for the commands)
 
 out = Console(soft_wrap=True)  # data
 err = Console(stderr=True)  # people: progress, messages
@@ -47,15 +46,20 @@ LLMModelOpt = Annotated[str | None, typer.Option(help="LLM: hub id, local folder
 LLMBaseURLOpt = Annotated[str | None, typer.Option(help="OpenAI-compatible server URL (vLLM, Ollama, llama.cpp); key from OPENAI_API_KEY.", envvar="OPENAI_BASE_URL")]
 RenderModelOpt = Annotated[str | None, typer.Option(help="diffusers model: hub id or local folder.")]
 HPSCheckpointOpt = Annotated[str | None, typer.Option(help="Local HPS v2/v2.1 checkpoint file.")]
+ChannelsLastOpt = Annotated[bool, typer.Option("--channels-last", help="channels_last memory format for the UNet and VAE (GPU speed).")]
+CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile the UNet (slow first call).")]
+TinyVaeOpt = Annotated[str | None, typer.Option(help="TAESD decoder instead of the full VAE: hub id (madebyollin/taesd, madebyollin/taesdxl), folder, or 'tiny'.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout for scripts.")]
 
 
 def build_profile(
-    name: str, *, device=None, llm_model=None, llm_base_url=None, render_model=None, hps_checkpoint=None
+    name: str, *, device=None, llm_model=None, llm_base_url=None, render_model=None, hps_checkpoint=None,
+    channels_last=False, compile=False, tiny_vae=None,
 ) -> Profile:
     return get_profile(name).with_overrides(
         device=device, llm_model=llm_model, llm_base_url=llm_base_url,
         render_model=render_model, hps_checkpoint=hps_checkpoint,
+        channels_last=channels_last, compile=compile, tiny_vae=tiny_vae,
     )
 
 

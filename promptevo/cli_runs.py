@@ -13,11 +13,12 @@ from rich.table import Table
 from rich.text import Text
 
 from promptevo.cli_common import (
-    DeviceOpt, HPSCheckpointOpt, JsonOpt, LLMBaseURLOpt, LLMModelOpt, ProfileOpt, RenderModelOpt,
-    build_profile, check_prompts, err, new_app, out, print_json, read_prompts,
+    ChannelsLastOpt, CompileOpt, DeviceOpt, HPSCheckpointOpt, TinyVaeOpt, JsonOpt, LLMBaseURLOpt, LLMModelOpt, ProfileOpt, RenderModelOpt,
+    build_profile, err, new_app, out, print_json,
 )
 from promptevo.config import Profile, profile_from_dict
 from promptevo.errors import UserError
+from promptevo.prompt_io import check_prompts, read_prompts
 from promptevo.store import Store
 
 DbOpt = Annotated[Path, typer.Option("--db", help="SQLite database of runs.", envvar="PROMPTEVO_DB")]
@@ -118,6 +119,9 @@ def optimize(
     llm_base_url: LLMBaseURLOpt = None,
     render_model: RenderModelOpt = None,
     hps_checkpoint: HPSCheckpointOpt = None,
+    channels_last: ChannelsLastOpt = False,
+    compile_: CompileOpt = False,
+    tiny_vae: TinyVaeOpt = None,
     as_json: JsonOpt = False,
 ):
     """Evolve the rewriting instruction on your prompts and compare it on held-out prompts."""
@@ -140,7 +144,8 @@ def optimize(
     )
     config.validate()
     prof = build_profile(profile, device=device, llm_model=llm_model, llm_base_url=llm_base_url,
-                         render_model=render_model, hps_checkpoint=hps_checkpoint)
+                         render_model=render_model, hps_checkpoint=hps_checkpoint,
+                         channels_last=channels_last, compile=compile_, tiny_vae=tiny_vae)
     if db.parent and not db.parent.exists():
         db.parent.mkdir(parents=True, exist_ok=True)
     if db.exists():  # a damaged or read-only database fails here, before minutes of model loading

@@ -44,15 +44,22 @@ class RenderConfig:
     device: str = "auto"
     max_batch: int = 16
     text_window: int = 77  # CLIP text-encoder tokens; longer rewrites are truncated by the model
+    channels_last: bool = False  # UNet/VAE memory format (faster convolutions on recent GPUs)
+    compile: bool = False  # torch.compile the UNet (slow first call, faster after)
+    tiny_vae: str | None = None  # TAESD decoder (hub id, folder, or "tiny") instead of the full VAE
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def identity(self) -> dict[str, Any]:
         """The fields that change pixels. Batch size and device placement do not belong here
-        in principle, but device and dtype change numerics, so they stay."""
+        in principle, but device and dtype change numerics, so they stay. The speed settings
+        appear only when set, so configs made before they existed keep their hash."""
         d = self.to_dict()
         d.pop("max_batch")
+        for key, default in (("channels_last", False), ("compile", False), ("tiny_vae", None)):
+            if d[key] == default:
+                d.pop(key)
         return d
 
     @property
@@ -102,6 +109,9 @@ class Profile:
         llm_base_url: str | None = None,
         render_model: str | None = None,
         hps_checkpoint: str | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
+        tiny_vae: str | None = None,
     ) -> Profile:
         llm, render, scorer = self.llm, self.render, self.scorer
         if device:
@@ -116,6 +126,9 @@ class Profile:
             render = replace(render, model=render_model)
         if hps_checkpoint:
             scorer = replace(scorer, checkpoint=hps_checkpoint)
+        if channels_last or compile or tiny_vae:
+            render = replace(render, channels_last=channels_last or render.channels_last,
+                             compile=compile or render.compile, tiny_vae=tiny_vae or render.tiny_vae)
         return replace(self, llm=llm, render=render, scorer=scorer)
 
 

@@ -37,7 +37,8 @@ from promptevo.store import Store, now, safe_text
 from promptevo.templates import NO_GRADIENT_IMPROVEMENT, REFINE_INSTRUCTION, SEED_INSTRUCTIONS, STYLE_SUFFIX
 
 BASELINES = ("refine", "suffix", "reference")
-EVAL_SEED_OFFSET = 1_000_003  # held-out seeds never coincide with search seeds
+EVAL_SEED_OFFSET = 1_000_003
+SELECT_SEED_OFFSET = 2_000_003  # held-out seeds never coincide with search seeds
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class OptimizeConfig:
     reference_db: str | None = None  # prompt database whose nearest prompts guide the gradient
     reference_k: int = 3
     baselines: tuple[str, ...] = ()  # extra held-out arms: refine, suffix, reference
+    select_prompts: int = 8  # selection pass: live instructions compared on this many prompts (0: off)
 
     def validate(self) -> None:
         checks = [
@@ -70,6 +72,7 @@ class OptimizeConfig:
             (0 <= self.heldout_fraction < 1, "held-out fraction must be in [0, 1)"),
             (self.eval_seeds >= 1, "eval seeds must be >= 1"),
             (self.reference_k >= 1, "reference k must be >= 1"),
+            (self.select_prompts >= 0, "select prompts must be >= 0"),
             (set(self.baselines) <= set(BASELINES), f"baselines are {', '.join(BASELINES)}"),
             ("reference" not in self.baselines or bool(self.reference_db), "the reference baseline needs a reference database"),
             (len(self.initial_instructions) >= 1, "at least one initial instruction"),
@@ -139,7 +142,7 @@ def create_run(store: Store, profile: Profile, config: OptimizeConfig, prompts: 
     return run_id
 
 
-def round_rewards(store: Store, run_id: str, include_round: int | None = None) -> list[dict[str, Any]]:
+def round_rewards(store: Store, run_id: str, include_round: int | None = None, phase: str = "search") -> list[dict[str, Any]]:
     """Per (instruction, round): mean score improvement over the naive prompt on the same
     (prompt, seed) pairs, over finished search rounds (plus `include_round`)."""
     return store.query(
@@ -150,10 +153,10 @@ def round_rewards(store: Store, run_id: str, include_round: int | None = None) -
                          AND nt.prompt_id = t.prompt_id AND nt.seed = t.seed
            JOIN scores ns ON ns.id = nt.score_id
            JOIN rounds r ON r.run_id = t.run_id AND r.round = t.round
-           WHERE t.run_id = ? AND t.arm != 'naive' AND r.phase = 'search'
+           WHERE t.run_id = ? AND t.arm != 'naive' AND r.phase = ?
              AND (r.status = 'finished' OR r.round = ?)
            GROUP BY t.instruction_id, t.round ORDER BY t.round""",
-        [run_id, include_round if include_round is not None else -1],
+        [run_id, phase, include_round if include_round is not None else -1],
     )
 
 
@@ -250,6 +253,8 @@ class Optimizer:
             if r not in finished:
                 self.search_round(r)
         if self.config.rounds + 1 not in finished:
+            self.select()
+        if self.config.rounds + 2 not in finished:
             self.evaluate()
         self.store.conn.execute(
             "UPDATE runs SET status = 'finished', updated_at = ? WHERE id = ?", [now(), self.run_id]
@@ -508,8 +513,51 @@ class Optimizer:
         best = bandit.best(stats)
         return next(row for row in rows if row["id"] == (best if best is not None else rows[0]["id"]))
 
-    def evaluate(self) -> None:
+    def select(self) -> None:
+        """The selection pass: every live instruction rewrites the same optimisation prompts on
+        fresh seeds, paired with the naive prompt, and the best mean gain becomes the run's best.
+        Search-round means compare arms on different prompts and one to three rounds each, which
+        under noise too often crowns a lucky newcomer; this compares them on equal terms."""
         r = self.config.rounds + 1
+        pop = self.population()
+
+        def make_plan() -> dict[str, Any]:
+            rng = self._rng(r, 77)
+            pool = self.prompts("optimize")
+            n = min(self.config.select_prompts, len(pool))
+            picked = sorted(int(i) for i in rng.choice(len(pool), size=n, replace=False)) if n else []
+            return {"prompts": [pool[i]["id"] for i in picked],
+                    "seeds": [[SELECT_SEED_OFFSET + int(rng.integers(0, 2**30))] for _ in picked],
+                    "arms": [p["id"] for p in pop]}
+
+        self._emit("selection", r)
+        plan = self._plan(r, "selection", make_plan)
+        best = None
+        if plan["prompts"] and len(plan["arms"]) > 1:
+            arms = [(str(a), a) for a in plan["arms"]]
+            with self._gpu_meanwhile(self._naive_jobs(plan["prompts"], plan["seeds"])):
+                rewrites = self._rewrites(r, [(n, i, self._instruction(i)["text"]) for n, i in arms], plan["prompts"])
+            self._render_trials(r, plan, arms, rewrites)
+            gains = {row["arm"]: row["reward"] for row in round_rewards(self.store, self.run_id, r, phase="selection")}
+            best = max(plan["arms"], key=lambda a: (gains.get(a, float("-inf")), -a))
+        with self.store.transaction() as conn:  # the choice and the round's end land together
+            if best is not None:
+                conn.execute("INSERT INTO events (run_id, round, created_at, kind, data_json) VALUES (?, ?, ?, 'selected', ?)",
+                             [self.run_id, r, now(), json.dumps({"instruction_id": best})])
+            conn.execute("UPDATE rounds SET status = 'finished', finished_at = ? WHERE run_id = ? AND round = ?",
+                         [now(), self.run_id, r])
+
+    def selected_instruction(self) -> dict[str, Any]:
+        """The selection pass's winner, else (pass off) the best search-round mean."""
+        row = self.store.one(
+            """SELECT data_json FROM events WHERE run_id = ? AND kind = 'selected' AND round = ?
+               ORDER BY id DESC LIMIT 1""", [self.run_id, self.config.rounds + 1])
+        if row:
+            return self._instruction(json.loads(row["data_json"])["instruction_id"])
+        return self.best_instruction()
+
+    def evaluate(self) -> None:
+        r = self.config.rounds + 2
         held = self.prompts("heldout") or self.prompts("optimize")
         initial = self.store.one(
             "SELECT * FROM instructions WHERE run_id = ? AND origin = 'seed' ORDER BY id LIMIT 1", [self.run_id])
@@ -518,7 +566,7 @@ class Optimizer:
             rng = self._rng(r, 99)
             seeds = [[EVAL_SEED_OFFSET + int(s) for s in rng.integers(0, 2**30, self.config.eval_seeds)] for _ in held]
             return {"prompts": [p["id"] for p in held], "seeds": seeds,
-                    "best": self.best_instruction()["id"], "initial": initial["id"]}
+                    "best": self.selected_instruction()["id"], "initial": initial["id"]}
 
         self._emit("held-out evaluation", r)
         plan = self._plan(r, "evaluation", make_plan)

@@ -62,12 +62,38 @@ def load_pipeline(model: str, dtype, device: str):
     return pipe.to(device)
 
 
+def apply_speed_settings(pipe, config: RenderConfig, dtype, device: str) -> None:
+    """channels_last, torch.compile and the TAESD decoder, as the render config asks. diffusers
+    already uses scaled-dot-product attention on torch 2."""
+    import torch
+
+    if config.tiny_vae:
+        from diffusers import AutoencoderTiny
+
+        source = config.tiny_vae
+        if source == TINY:
+            from promptevo.tiny import tiny_taesd_path
+
+            source = str(tiny_taesd_path())
+        try:
+            pipe.vae = AutoencoderTiny.from_pretrained(source, torch_dtype=dtype).to(device)
+        except (OSError, ValueError) as exc:
+            raise ModelNotFound(f"cannot load tiny VAE {source!r}: {str(exc).splitlines()[0]} "
+                                "(e.g. madebyollin/taesd for SD 1.x/2.x, madebyollin/taesdxl for SDXL)") from None
+    if config.channels_last:
+        pipe.unet.to(memory_format=torch.channels_last)
+        pipe.vae.to(memory_format=torch.channels_last)
+    if config.compile:
+        pipe.unet = torch.compile(pipe.unet, mode="reduce-overhead", fullgraph=False)
+
+
 class DiffusersRenderer:
     def __init__(self, config: RenderConfig):
         device = resolve_device(config.device)
         dtype = resolve_dtype(config.dtype, device)
         self.config = dataclasses.replace(config, device=device, dtype=str(dtype).replace("torch.", ""))
         self.pipe = load_pipeline(config.model, dtype, device)
+        apply_speed_settings(self.pipe, self.config, dtype, device)
         self.pipeline_calls = 0
         self.batch_limit = config.max_batch
 

@@ -41,7 +41,7 @@ def _svg_curves(series: dict[str, list[tuple[int, float]]], width: int = 640, he
     colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
              f'<line x1="40" x2="{width - 20}" y1="{sy(0):.1f}" y2="{sy(0):.1f}" stroke="#aaa" stroke-dasharray="4"/>',
-             f'<text x="4" y="14" font-size="11">gain over naive (HPS x100)</text>',
+             '<text x="4" y="14" font-size="11">gain over naive (HPS x100)</text>',
              f'<text x="{width - 60}" y="{height - 8}" font-size="11">round</text>',
              f'<text x="4" y="{sy(y1):.1f}" font-size="10">{y1:+.2f}</text><text x="4" y="{sy(y0):.1f}" font-size="10">{y0:+.2f}</text>']
     for n, (name, pts) in enumerate(sorted(series.items())):

@@ -63,6 +63,8 @@ class Store:
                 raise UserError(f"database {path} does not exist")
         elif path.exists() and (not os.access(path, os.W_OK) or not path.stat().st_mode & 0o222):
             raise UserError(f"database {path} is read-only; pass a writable --db path")
+        elif not path.exists() and not (path.parent if str(path.parent) else Path(".")).is_dir():
+            raise UserError(f"cannot create database {path}: its folder does not exist")
         elif not path.exists() and not os.access(path.parent if str(path.parent) else ".", os.W_OK):
             raise UserError(f"cannot create database {path}: its folder is not writable")
         if path.exists() and path.stat().st_size > 0:

@@ -151,3 +151,20 @@ def tiny_sd_path() -> Path:
 def tiny_hps_checkpoint() -> Path:
     """Checkpoint file of the tiny HPS-architecture scorer, built on first use."""
     return _build_once(TINY_HPS_NAME, _build_tiny_hps)
+
+
+def _build_tiny_taesd(dest: Path) -> None:
+    """A tiny random AutoencoderTiny (the TAESD architecture) matching the tiny SD latents."""
+    import torch
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(0)
+    AutoencoderTiny(
+        encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8), num_encoder_blocks=(1, 1),
+        num_decoder_blocks=(1, 1), latent_channels=4, upsampling_scaling_factor=2,
+    ).save_pretrained(dest)
+
+
+def tiny_taesd_path() -> Path:
+    """Folder of the tiny TAESD decoder (`--tiny-vae tiny`), built on first use."""
+    return _build_once("promptevo-tiny-taesd-v1", _build_tiny_taesd)

@@ -30,7 +30,7 @@ def test_loop_runs_with_every_selector(store, tiny, renderer, scorer, selector):
     run_id, summary = run_loop(store, tiny, renderer, scorer, selector=selector)
     rounds = store.query("SELECT * FROM rounds WHERE run_id = ? ORDER BY round", [run_id])
     assert [(r["round"], r["phase"], r["status"]) for r in rounds] == [
-        (1, "search", "finished"), (2, "search", "finished"), (3, "evaluation", "finished")]
+        (1, "search", "finished"), (2, "search", "finished"), (3, "selection", "finished"), (4, "evaluation", "finished")]
     for r in rounds[:2]:
         plan = json.loads(r["plan_json"])
         assert len(plan["prompts"]) == 2 and len(set(plan["arms"])) == 2

@@ -32,7 +32,7 @@ from .scripted import pick, script
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = ["a waterfall", "a samurai", "a lighthouse at night", "a fox in the snow", "an old library", "a city street in the rain"]
-PHASES = ["planning", "rewriting", "rendering and scoring", "gradient", "round finished", "held-out evaluation"]
+PHASES = ["planning", "rewriting", "rendering and scoring", "gradient", "round finished", "selection", "held-out evaluation"]
 
 _register_subcommands()
 runner = CliRunner()

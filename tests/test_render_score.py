@@ -93,3 +93,18 @@ def test_render_and_score_caches_images_and_scores(store, renderer, scorer):
     assert other[0].image_id == first[0].image_id and not other[0].cached
     assert store.one("SELECT COUNT(*) AS n FROM images")["n"] == 2
     assert store.one("SELECT COUNT(*) AS n FROM scores")["n"] == 3
+
+
+def test_speed_settings_are_in_the_render_config_and_tiny_vae_renders(tiny):
+    import dataclasses
+
+    from promptevo.render import DiffusersRenderer
+
+    assert "tiny_vae" not in tiny.render.identity()  # old configs keep their hash
+    fast = dataclasses.replace(tiny.render, channels_last=True, tiny_vae="tiny")
+    assert fast.hash != tiny.render.hash and fast.identity()["tiny_vae"] == "tiny"
+    r = DiffusersRenderer(fast)
+    assert type(r.pipe.vae).__name__ == "AutoencoderTiny"
+    batch = r.render(["a waterfall", "a fox"], [0, 1])
+    assert tuple(batch.images.shape) == (2, 3, tiny.render.height, tiny.render.width)
+    assert float(batch.images.min()) >= 0 and float(batch.images.max()) <= 1
