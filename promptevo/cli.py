@@ -192,6 +192,7 @@ def bench(
     channels_last: ChannelsLastOpt = False,
     compile_: CompileOpt = False,
     tiny_vae: TinyVaeOpt = None,
+    faithful: Annotated[str | None, typer.Option(help="GPU: random-weight sd-turbo or sdxl-turbo plus HPS ViT-H-14 built from the published configs (no download; built once into the cache).")] = None,
     images: Annotated[int, typer.Option(min=2, help="Images for the batched measurements.")] = 24,
     naive_images: Annotated[int, typer.Option(min=1, help="Images for the naive (one at a time) measurements.")] = 6,
     rounds: Annotated[int, typer.Option(min=1, help="Optimisation rounds for the whole-round measurement.")] = 2,
@@ -207,8 +208,17 @@ def bench(
 
     if naive_images > images:
         raise UserError("--naive-images cannot exceed --images")
-    prof = build_profile(profile, device=device, render_model=render_model, hps_checkpoint=hps_checkpoint,
-                         channels_last=channels_last, compile=compile_, tiny_vae=tiny_vae)
+    if faithful:
+        from promptevo.faithful import FAITHFUL, faithful_profile
+
+        if faithful not in FAITHFUL:
+            raise UserError(f"--faithful takes one of {', '.join(FAITHFUL)}")
+        with err.status(f"building random-weight {faithful} (first time only)"):
+            built = faithful_profile(faithful, device or "auto")
+        prof = built.with_overrides(channels_last=channels_last, compile=compile_, tiny_vae=tiny_vae)
+    else:
+        prof = build_profile(profile, device=device, render_model=render_model, hps_checkpoint=hps_checkpoint,
+                             channels_last=channels_last, compile=compile_, tiny_vae=tiny_vae)
     with err.status("loading renderer and scorer"):
         renderer, scorer = DiffusersRenderer(prof.render), HPSScorer(prof.scorer)
     with err.status("benchmarking") as status:

@@ -3,6 +3,7 @@ in memory as tensors so the scorer takes them without a PNG round trip."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import io
 import warnings
@@ -94,12 +95,16 @@ class DiffusersRenderer:
         self.config = dataclasses.replace(config, device=device, dtype=str(dtype).replace("torch.", ""))
         self.pipe = load_pipeline(config.model, dtype, device)
         apply_speed_settings(self.pipe, self.config, dtype, device)
+        self._count_tokenizer = copy.deepcopy(self.pipe.tokenizer)
         self.pipeline_calls = 0
         self.batch_limit = config.max_batch
 
     def token_count(self, text: str) -> int:
-        """CLIP tokens including start and end markers; over `text_window` the encoder truncates."""
-        return len(self.pipe.tokenizer(text, truncation=False).input_ids)
+        """CLIP tokens including start and end markers; over `text_window` the encoder truncates.
+        Uses its own copy of the tokenizer: a fast tokenizer keeps its padding and truncation
+        settings between calls, so sharing one with a pipeline running on another thread (the
+        render overlapped with the LLM) corrupts that pipeline's batch."""
+        return len(self._count_tokenizer(text, truncation=False).input_ids)
 
     def _call(self, prompts: Sequence[str], seeds: Sequence[int]):
         import torch

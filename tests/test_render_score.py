@@ -108,3 +108,20 @@ def test_speed_settings_are_in_the_render_config_and_tiny_vae_renders(tiny):
     batch = r.render(["a waterfall", "a fox"], [0, 1])
     assert tuple(batch.images.shape) == (2, 3, tiny.render.height, tiny.render.width)
     assert float(batch.images.min()) >= 0 and float(batch.images.max()) <= 1
+
+
+def test_token_counting_while_rendering_on_another_thread_is_safe(renderer):
+    """The round renders naive images on a worker thread while the LLM's rewrites are measured
+    against the text window on the main thread; a shared fast tokenizer broke the pipeline's batch."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    prompts = ["a fox", "a lighthouse on a cliff at night in a storm", "a cat", "an old library full of books and dust"]
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(lambda: [renderer.render(prompts, [0, 1, 2, 3]) for _ in range(6)])
+        counts = set()
+        while not future.done():
+            counts.add(renderer.token_count("a lighthouse on a cliff at night"))
+        batches = future.result()
+    assert counts == {9} and all(tuple(b.images.shape[:2]) == (4, 3) for b in batches)
+    # the race is rare in a short test; what prevents it is that the two never share a tokenizer
+    assert renderer._count_tokenizer is not renderer.pipe.tokenizer
