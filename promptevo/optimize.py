@@ -198,6 +198,9 @@ class Optimizer:
         self.store, self.run_id, self.run = store, run_id, run
         self.config = OptimizeConfig.from_dict(json.loads(run["config_json"])["optimize"])
         self.llm, self.renderer, self.scorer = llm, renderer, scorer
+        # Search rounds may decode with a tiny VAE; the selection pass and the held-out
+        # evaluation always use the full decoder, so the numbers a run reports are honest.
+        self.final_renderer = renderer.full_decoder() if hasattr(renderer, "full_decoder") else renderer
         self.selector = bandit.make_selector(self.config.selector, ucb_c=self.config.ucb_c, epsilon=self.config.epsilon)
         self.on_progress = on_progress or (lambda p: None)
         self.progress = Progress(rounds=self.config.rounds)
@@ -293,14 +296,14 @@ class Optimizer:
         return [Job(texts[pid], seed, texts[pid]) for pid, ss in zip(prompt_ids, seeds) for seed in ss]
 
     @contextlib.contextmanager
-    def _gpu_meanwhile(self, jobs: Sequence[Job]) -> Iterator[None]:
+    def _gpu_meanwhile(self, jobs: Sequence[Job], renderer: Renderer | None = None) -> Iterator[None]:
         """Render and score `jobs` on a worker thread while the caller waits on the LLM. Results
         land in the image/score cache, where the round's own render_and_score finds them."""
         if not jobs or not self.overlap:
             yield
             return
         with ThreadPoolExecutor(1, thread_name_prefix="promptevo-gpu") as pool:
-            future = pool.submit(render_and_score, self.store, self.renderer, self.scorer, list(jobs))
+            future = pool.submit(render_and_score, self.store, renderer or self.renderer, self.scorer, list(jobs))
             try:
                 yield
             finally:
@@ -369,6 +372,7 @@ class Optimizer:
     def _render_trials(
         self, r: int, plan: dict[str, Any], arms: Sequence[tuple[str, int | None]],
         rewrites: dict[tuple[int, str], str], fixed: dict[str, dict[str, str]] | None = None,
+        renderer: Renderer | None = None,
     ) -> None:
         """Render the naive prompts and every arm's rewrites on the plan's seeds (paired), score
         all against the naive prompt, and store the trials."""
@@ -382,7 +386,7 @@ class Optimizer:
                 for name, iid in arms:
                     text = fixed[name][pid] if fixed and name in fixed else rewrites[(iid, pid)]
                     entries.append((name, iid, pid, seed, Job(text, seed, naive)))
-        results = render_and_score(self.store, self.renderer, self.scorer, [e[4] for e in entries])
+        results = render_and_score(self.store, renderer or self.renderer, self.scorer, [e[4] for e in entries])
         with self.store.transaction() as conn:
             for (name, iid, pid, seed, _), res in zip(entries, results):
                 conn.execute(
@@ -535,9 +539,9 @@ class Optimizer:
         best = None
         if plan["prompts"] and len(plan["arms"]) > 1:
             arms = [(str(a), a) for a in plan["arms"]]
-            with self._gpu_meanwhile(self._naive_jobs(plan["prompts"], plan["seeds"])):
+            with self._gpu_meanwhile(self._naive_jobs(plan["prompts"], plan["seeds"]), self.final_renderer):
                 rewrites = self._rewrites(r, [(n, i, self._instruction(i)["text"]) for n, i in arms], plan["prompts"])
-            self._render_trials(r, plan, arms, rewrites)
+            self._render_trials(r, plan, arms, rewrites, renderer=self.final_renderer)
             gains = {row["arm"]: row["reward"] for row in round_rewards(self.store, self.run_id, r, phase="selection")}
             best = max(plan["arms"], key=lambda a: (gains.get(a, float("-inf")), -a))
         with self.store.transaction() as conn:  # the choice and the round's end land together
@@ -574,10 +578,10 @@ class Optimizer:
         refine = self.store.one("SELECT id FROM instructions WHERE run_id = ? AND origin = 'baseline'", [self.run_id])
         if "refine" in self.config.baselines and refine:
             arms.append(("refine", refine["id"]))
-        with self._gpu_meanwhile(self._naive_jobs(plan["prompts"], plan["seeds"])):
+        with self._gpu_meanwhile(self._naive_jobs(plan["prompts"], plan["seeds"]), self.final_renderer):
             rewrites = self._rewrites(r, [(n, i, self._instruction(i)["text"]) for n, i in arms], plan["prompts"])
         fixed = self._fixed_baselines(plan["prompts"])
-        self._render_trials(r, plan, arms + [(name, None) for name in fixed], rewrites, fixed)
+        self._render_trials(r, plan, arms + [(name, None) for name in fixed], rewrites, fixed, renderer=self.final_renderer)
         with self.store.transaction() as conn:
             conn.execute(
                 "UPDATE rounds SET status = 'finished', finished_at = ? WHERE run_id = ? AND round = ?",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import io
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -77,6 +78,7 @@ def apply_speed_settings(pipe, config: RenderConfig, dtype, device: str) -> None
 
             source = str(tiny_taesd_path())
         try:
+            pipe._promptevo_full_vae = pipe.vae  # kept for the final evaluation (see full_decoder)
             pipe.vae = AutoencoderTiny.from_pretrained(source, torch_dtype=dtype).to(device)
         except (OSError, ValueError) as exc:
             raise ModelNotFound(f"cannot load tiny VAE {source!r}: {str(exc).splitlines()[0]} "
@@ -96,8 +98,19 @@ class DiffusersRenderer:
         self.pipe = load_pipeline(config.model, dtype, device)
         apply_speed_settings(self.pipe, self.config, dtype, device)
         self._count_tokenizer = copy.deepcopy(self.pipe.tokenizer)
+        self._lock = threading.Lock()  # one pipeline call at a time (views share the pipeline)
         self.pipeline_calls = 0
         self.batch_limit = config.max_batch
+
+    def full_decoder(self) -> DiffusersRenderer:
+        """This renderer with the full VAE decoder (itself when no tiny VAE is in use): the same
+        pipeline, its config without tiny_vae, so its images are cached apart."""
+        if not self.config.tiny_vae:
+            return self
+        view = copy.copy(self)
+        view.config = dataclasses.replace(self.config, tiny_vae=None)
+        view._decoder = self.pipe._promptevo_full_vae
+        return view
 
     def token_count(self, text: str) -> int:
         """CLIP tokens including start and end markers; over `text_window` the encoder truncates.
@@ -120,8 +133,15 @@ class DiffusersRenderer:
             generator=generators,
             output_type="pt",
         )
-        with torch.inference_mode():
-            return self.pipe(**kwargs).images
+        decoder = getattr(self, "_decoder", None)
+        with self._lock, torch.inference_mode():
+            if decoder is None:
+                return self.pipe(**kwargs).images
+            tiny, self.pipe.vae = self.pipe.vae, decoder
+            try:
+                return self.pipe(**kwargs).images
+            finally:
+                self.pipe.vae = tiny
 
     def render(self, prompts: Sequence[str], seeds: Sequence[int]) -> RenderBatch:
         """Render in chunks of at most `batch_limit`; on out-of-memory halve the chunk and retry."""

@@ -101,3 +101,21 @@ def test_overlong_rewrites_are_cut_to_the_text_window(store, tiny, renderer, sco
     rows = store.query("SELECT text, handling FROM rewrites WHERE run_id = ?", [run_id])
     assert rows and all("truncated_to_text_window" in r["handling"] for r in rows)
     assert all(renderer.token_count(r["text"]) <= 77 for r in rows)
+
+
+def test_tiny_vae_decodes_search_rounds_and_the_full_vae_the_final_numbers(store, tiny, scorer):
+    import dataclasses
+
+    from promptevo.render import DiffusersRenderer
+
+    fast = DiffusersRenderer(dataclasses.replace(tiny.render, tiny_vae="tiny"))
+    full = fast.full_decoder()
+    assert full.config.hash == tiny.render.hash != fast.config.hash and full.pipe is fast.pipe
+    run_id, _ = run_loop(store, tiny, fast, scorer)
+    rows = store.query("""SELECT r.phase, i.render_config_hash AS h FROM trials t JOIN images i ON i.id = t.image_id
+                          JOIN rounds r ON r.run_id = t.run_id AND r.round = t.round WHERE t.run_id = ?""", [run_id])
+    by_phase = {}
+    for row in rows:
+        by_phase.setdefault(row["phase"], set()).add(row["h"])
+    assert by_phase == {"search": {fast.config.hash}, "selection": {full.config.hash}, "evaluation": {full.config.hash}}
+    assert type(fast.pipe.vae).__name__ == "AutoencoderTiny"  # restored after each full-decoder call
