@@ -523,7 +523,14 @@ class Optimizer:
         Search-round means compare arms on different prompts and one to three rounds each, which
         under noise too often crowns a lucky newcomer; this compares them on equal terms."""
         r = self.config.rounds + 1
-        pop = self.population()
+        # candidates: the live population plus the best retired instructions by search mean
+        # (retirement judged them on one or two noisy rounds)
+        live = [p["id"] for p in self.population()]
+        tried = self.store.query(
+            "SELECT id FROM instructions WHERE run_id = ? AND origin != 'baseline' ORDER BY id", [self.run_id])
+        stats = [s for s in self.arm_stats([t["id"] for t in tried]) if s.pulls and s.arm not in live]
+        extra = [s.arm for s in sorted(stats, key=lambda s: (-s.mean, s.arm))][: self.config.population]
+        pop = [{"id": i} for i in live + extra]
 
         def make_plan() -> dict[str, Any]:
             rng = self._rng(r, 77)
