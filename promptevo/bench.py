@@ -48,6 +48,16 @@ class Timed:
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._inner, name)
+        if name == "full_decoder":  # the final-evaluation view of a renderer: timed as well
+            def full_decoder():
+                view = attr()
+                if view is self._inner:
+                    return self
+                timed = Timed(view, self._method, self._device)
+                timed._parent = self
+                return timed
+
+            return full_decoder
         if name != self._method:
             return attr
 
@@ -57,7 +67,8 @@ class Timed:
                 return attr(*args, **kwargs)
             finally:
                 _sync(self._device)
-                self.seconds += time.perf_counter() - t0
+                owner = getattr(self, "_parent", None) or self
+                owner.seconds += time.perf_counter() - t0
 
         return timed
 
