@@ -212,6 +212,7 @@ class Optimizer:
         """Opened on first use (the embedder loads only when a gradient needs it)."""
         if self._references is None and self.config.reference_db:
             self._references = ReferencePrompts(self.config.reference_db, self.config.reference_k)
+            self._owns_references = True
         return self._references
 
     # -- state read from the store ------------------------------------------------------------
@@ -252,13 +253,18 @@ class Optimizer:
     def run_all(self) -> dict[str, Any]:
         finished = {r["round"] for r in self.store.query(
             "SELECT round FROM rounds WHERE run_id = ? AND status = 'finished'", [self.run_id])}
-        for r in range(1, self.config.rounds + 1):
-            if r not in finished:
-                self.search_round(r)
-        if self.config.rounds + 1 not in finished:
-            self.select()
-        if self.config.rounds + 2 not in finished:
-            self.evaluate()
+        try:
+            for r in range(1, self.config.rounds + 1):
+                if r not in finished:
+                    self.search_round(r)
+            if self.config.rounds + 1 not in finished:
+                self.select()
+            if self.config.rounds + 2 not in finished:
+                self.evaluate()
+        finally:
+            if getattr(self, "_owns_references", False):  # opened here, so closed here
+                self._references.close()
+                self._references, self._owns_references = None, False
         self.store.conn.execute(
             "UPDATE runs SET status = 'finished', updated_at = ? WHERE id = ?", [now(), self.run_id]
         )

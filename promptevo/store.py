@@ -50,7 +50,6 @@ class Store:
         self.artifacts = self.path.with_name(self.path.name + "-artifacts")
         self._lock = threading.RLock()
         self.conn = self._connect()
-        self.db = sqlite_utils.Database(self.conn)
 
     # -- opening -----------------------------------------------------------------------------
 
