@@ -78,7 +78,8 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
     best = summary["best_instruction"]
     out.print(f"[bold]run[/] {summary['run_id']} ({summary['status']})")
     if best:
-        out.print(f"[bold]best instruction[/] #{best['id']} (mean gain {_fmt(best['mean_reward'])} over {best['pulls']} rounds):")
+        chosen = (f"gain {_fmt(best['selection_gain'])} on the selection pass, " if best.get("selection_gain") is not None else "")
+        out.print(f"[bold]best instruction[/] #{best['id']} ({chosen}mean gain {_fmt(best['mean_reward'])} over {best['pulls']} search rounds):")
         out.print(f"  {best['text']}")
     if summary["heldout"]:
         table = Table("arm", "instruction", "mean HPS", "95% CI", "gain vs naive", "95% CI of gain", title="held-out prompts, fresh seeds")

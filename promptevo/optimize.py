@@ -651,6 +651,7 @@ def summarize(store: Store, run_id: str) -> dict[str, Any]:
         raise UserError(f"no run {run_id!r} in {store.path}")
     instructions = store.query("SELECT * FROM instructions WHERE run_id = ? ORDER BY id", [run_id])
     stats = {s.arm: s for s in arm_stats(store, run_id, [i["id"] for i in instructions])}
+    selection = {row["arm"]: row["reward"] for row in round_rewards(store, run_id, phase="selection")}
     items = []
     for i in instructions:
         s = stats[i["id"]]
@@ -660,6 +661,7 @@ def summarize(store: Store, run_id: str) -> dict[str, Any]:
             "gradient_id": i["gradient_id"], "created_round": i["created_round"], "retired_round": i["retired_round"],
             "pulls": s.pulls, "mean_reward": None if not s.pulls else s.mean,
             "ci_low": None if s.pulls < 2 else ci.low, "ci_high": None if s.pulls < 2 else ci.high,
+            "selection_gain": selection.get(i["id"]),  # on the selection pass's shared prompts
         })
     best_id = run["best_instruction_id"] or bandit.best(list(stats.values()))
     best = next((i for i in items if i["id"] == best_id), None)

@@ -7,11 +7,12 @@ ablations can be run on 2 CPU cores and still say something about the optimiser.
 - SyntheticScorer reads them back and scores with hidden, deterministic preferences:
   10 x similarity to a hidden target description + 5 x similarity to the naive prompt
   (fidelity) + seeded noise (sd 0.5). Units are "synthetic points", not HPS.
-- SimulatedLLM is a word-level, deterministic imitation of the three LLM roles: the generator
-  appends an instruction's keywords to the prompt; the gradient lists words that the better and
-  the professional prompts use and the low ones lack; the modifier appends those words to the
-  instruction. With no critique (the ablation) it appends words drawn at random from a fixed
-  vocabulary.
+- SimulatedLLM is a deterministic imitation of the three LLM roles: the generator appends an
+  instruction's keywords to the prompt; the gradient reads only the texts and scores it is shown,
+  takes the embedding direction in which the better prompts differ from the low ones, and names
+  shown words that point along it (to add) and low-prompt words that point against it (to drop);
+  the modifier applies that edit to the instruction. With no critique (the ablation) it makes a
+  blind edit of the same size: three words in from a fixed vocabulary, three of its own out.
 
 What it can show: whether the loop turns score differences into better instructions (credit
 assignment, selection, the value of the critique and of reference prompts) with honest
@@ -21,7 +22,6 @@ uncertainty. What it cannot show: anything about image quality, real LLMs or HPS
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -40,7 +40,10 @@ _SHAPE = (3, 8, 17)  # 384 embedding values (16 columns) + one column of noise
 STOPWORDS = set("""a an the and or of to in on at by for with from into as is are be it its this that your you
 prompt prompts short image keep subject rewrite turn add adds name names describe description words
 make makes one change changes instruction instructions could better way than more also use using their them
-only which what when then there these those each every very""".split())
+only which what when then there these those each every very he she his her him they them their we our
+who whose where while under over through out all about after before between both down up off some such
+not can will would should has have had was were been being so too just like near behind around across
+along against within without upon per made make full small big""".split())
 VOCABULARY = ("misty neon pastel gritty minimal baroque noir vintage surreal glossy rustic foggy icy "
               "geometric muted lush stormy serene chaotic ornate candid grainy dreamy crisp moody").split()
 
@@ -123,13 +126,78 @@ class SimulatedLLM:
 
     model_name = "simulated-word-llm"
 
-    def __init__(self):
+    def __init__(self, embedder: Embedder | None = None):
         self.config = LLMConfig(backend="simulated", model=self.model_name)
+        self.embedder = embedder  # loaded on first critique when not given
+        self._vectors: dict[str, np.ndarray] = {}
         self.calls = 0
 
     def complete(self, conversations, *, temperature=None, seed=None) -> list[Completion]:
         self.calls += len(conversations)
         return [Completion(text=self._reply(m), model=self.model_name, attempts=1) for m in conversations]
+
+    def _critique(self, user: str) -> str:
+        """What an LLM reading the examples might conclude, imitated with sentence embeddings: the
+        direction in which the better prompts differ from the low ones (weighted by the score gap;
+        professional prompts count as better when no better prompt is shown), then the words from
+        the better and professional prompts that point furthest along it (to add) and the
+        low prompts' words that point furthest against it (to drop). It sees only what the prompt
+        shows: texts and scores, never the scorer's hidden target."""
+        examples = []  # (low text, [(better text, score gap)], [professional texts])
+        subject = set()
+        for block in user.split("Short prompt:")[1:]:  # one example per short prompt
+            lines = block.splitlines()
+            subject |= set(keywords(lines[0], 40))
+            low, low_score, better, professional = "", 0.0, [], []
+            for line in lines[1:]:
+                body, score = line.split(":", 1)[-1].strip(), re.search(r"\(score (-?[0-9.]+)\)", line)
+                if line.startswith("Low-scoring prompt"):
+                    low, low_score = body, float(score.group(1)) if score else 0.0
+                elif line.startswith("Better prompt"):
+                    better.append((body, max((float(score.group(1)) if score else low_score) - low_score, 0.0)))
+                elif line.startswith("Professional prompt") and body:
+                    professional.append(body)
+            if low:
+                examples.append((low, better, professional))
+        if not examples:
+            return "Inference 1: no examples.\nImprovement 1: Keep the instruction."
+        encode = self._encode
+        direction = np.zeros(encode(["x"]).shape[1], dtype=np.float32)
+        for low, better, professional in examples:
+            v_low = encode([low])[0]
+            for text, gap in better:
+                direction += gap * (encode([text])[0] - v_low)
+            if not better and professional:
+                direction += (encode(professional).mean(0) - v_low) * 0.1
+        if not np.any(direction):
+            return "Inference 1: no difference found.\nImprovement 1: Keep the instruction."
+        direction /= np.linalg.norm(direction)
+        low_words = list(dict.fromkeys(w for low, _, _ in examples for w in keywords(low, 40) if w not in subject))
+        candidates = list(dict.fromkeys(
+            w for _, better, professional in examples for text in [t for t, _ in better] + professional
+            for w in keywords(text, 40) if w not in subject and w not in low_words))
+        if not candidates:
+            return "Inference 1: no new words.\nImprovement 1: Keep the instruction."
+        along = encode(candidates) @ direction
+        ranked = [candidates[i] for i in np.argsort(-along, kind="stable") if along[i] > 0]
+        against = encode(low_words) @ direction if low_words else np.zeros(0)
+        drop = [low_words[i] for i in np.argsort(against, kind="stable")[:3] if against[i] < 0]
+        dropping = f" and drop the words {', '.join(drop)}" if drop else ""
+        items = [ranked[:3], ranked[3:6]]
+        return "\n".join(
+            f"Inference {i}: the better prompts lean towards {', '.join(add)}.\n"
+            f"Improvement {i}: Add the words {', '.join(add)}{dropping}."
+            for i, add in enumerate((a for a in items if a), 1)) or "Inference 1: nothing.\nImprovement 1: Keep the instruction."
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        """Sentence embeddings, cached: the critique embeds the same words many times."""
+        missing = [t for t in dict.fromkeys(texts) if t not in self._vectors]
+        if missing:
+            if self.embedder is None:
+                self.embedder = Embedder()
+            for t, v in zip(missing, self.embedder.encode(missing)):
+                self._vectors[t] = v
+        return np.stack([self._vectors[t] for t in texts])
 
     def _reply(self, messages) -> str:
         system, user = messages[0]["content"], messages[-1]["content"]
@@ -140,43 +208,29 @@ class SimulatedLLM:
             words = keywords(instruction, limit=10)
             return prompt + (", " + ", ".join(words) if words else "")
         if "You review" in system:
-            low, good, subject = set(), Counter(), set()
-            for block in user.split("Short prompt:")[1:]:  # one example per short prompt
-                lines = block.splitlines()
-                subject |= set(keywords(lines[0], 40))
-                words = set()
-                for line in lines[1:]:
-                    body = line.split(":", 1)[-1]
-                    if line.startswith("Low-scoring prompt"):
-                        low |= set(keywords(body, 40))
-                    elif line.startswith(("Better prompt", "Professional prompt")):
-                        words |= set(keywords(body, 40))
-                good.update(words)
-            # words that better or professional prompts for different subjects share and the low
-            # ones lack: a pattern across subjects, not one subject's vocabulary
-            ranked = sorted(good, key=lambda w: -good[w])  # stable: ties keep first appearance
-            new = [w for w in ranked if good[w] >= 2 and w not in low and w not in subject][:6]
-            if not new:
-                return "Inference 1: no difference found.\nImprovement 1: Keep the instruction."
-            return (f"Inference 1: the better prompts use words the low ones lack.\n"
-                    f"Improvement 1: Add the words {', '.join(new[:3])}.\n"
-                    f"Inference 2: the better prompts are richer.\n"
-                    f"Improvement 2: Add the words {', '.join(new[3:] or new[:2])}.")
+            return self._critique(user)
         base = re.search(r"<instruction>\n?(.*?)\n?</instruction>", user, re.S)
         base_text = base.group(1).strip() if base else ""
         improvement = user.split("Improvement to make:", 1)[-1].strip().splitlines()[0] if "Improvement to make:" in user else ""
-        added = keywords(improvement.removeprefix("Add the words"), 6)
-        if not added or "could make the images better" in improvement:  # no critique: random words
+        add = re.search(r"Add the words (.*?)(?: and drop the words|\.?$)", improvement)
+        drop = re.search(r"drop the words (.*?)\.?$", improvement)
+        added = keywords(add.group(1), 6) if add else []
+        dropped = keywords(drop.group(1), 6) if drop else []
+        if not added:  # no critique (the ablation): a blind edit of the same size, random words in and out
             rng = np.random.default_rng(int(sha256_hex(base_text + improvement + str(self.calls), 8), 16))
             added = list(rng.choice(VOCABULARY, size=3, replace=False))
+            current = keywords(base_text, 10)
+            dropped = list(rng.choice(current, size=min(3, len(current)), replace=False)) if current else []
+        for word in dropped:
+            base_text = re.sub(rf"\b{re.escape(word)}\b,? ?", "", base_text, flags=re.I)
         # The newest words first, so the generator's keyword window keeps what the critique added.
-        return f"<instruction>Add {', '.join(added)}. {base_text}</instruction>"
+        return f"<instruction>Add {', '.join(added)}. {base_text.strip()}</instruction>"
 
 
 def synthetic_models(embedder: Embedder | None = None):
     """(llm, renderer, scorer) for the synthetic benchmark, sharing one embedder."""
     embedder = embedder or Embedder()
-    return SimulatedLLM(), SyntheticRenderer(embedder), SyntheticScorer(embedder)
+    return SimulatedLLM(embedder), SyntheticRenderer(embedder), SyntheticScorer(embedder)
 
 
 def synthetic_profile():

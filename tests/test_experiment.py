@@ -3,6 +3,7 @@ tables and plots), baselines in the held-out evaluation, and `promptevo bench`."
 
 import csv
 import json
+import re
 
 import pytest
 from typer.testing import CliRunner
@@ -10,6 +11,8 @@ from typer.testing import CliRunner
 from promptevo.cli import _register_subcommands, app
 from promptevo.errors import UserError
 from promptevo.experiment import load_config, run_experiment
+from promptevo.synthetic import VOCABULARY
+from promptevo.templates import NO_GRADIENT_IMPROVEMENT
 
 from .conftest import SHARED
 
@@ -53,10 +56,61 @@ def test_simulated_llm_follows_instructions_and_critiques(synthetic):
 
     [rw] = ask(llm, "generator", [{"instruction": "Add cinematic, lighting. Keep it short.", "prompt": "a fox"}], role="generator")
     assert rw.completion.text.startswith("a fox, cinematic, lighting")
-    examples = ("Short prompt: a fox\nLow-scoring prompt (score 1.0): a fox, dull\nProfessional prompt for a similar subject: a fox, cinematic, detailed\n\n"
-                "Short prompt: a cat\nLow-scoring prompt (score 1.0): a cat, dull\nBetter prompt (score 2.0): a cat, cinematic, detailed, moody")
+    examples = ("Short prompt: a fox\nLow-scoring prompt (score 1.0): a fox, dull, blurry\n"
+                "Better prompt (score 3.0): a fox, cinematic golden hour light, detailed\n"
+                "Professional prompt for a similar subject: a red fox, dramatic sunlight, sharp focus\n\n"
+                "Short prompt: a cat\nLow-scoring prompt (score 1.0): a cat, dull, blurry\n"
+                "Better prompt (score 2.0): a cat, cinematic, detailed, warm light")
     [g] = ask(llm, "gradient", [{"instruction": "x", "examples": examples, "n": 2}], role="gradient")
-    assert "cinematic" in g.completion.text and "detailed" in g.completion.text and "moody" not in g.completion.text
+    text = g.completion.text
+    added = set(re.findall(r"Add the words ([^.]*?)(?: and drop|\.)", text)[0].split(", "))
+    shown = set(re.findall(r"[a-z]+", examples.split("Low-scoring")[1])) | {"cinematic", "detailed", "warm", "light"}
+    assert added and added <= shown - {"fox", "cat", "dull", "blurry"}  # words it was shown, no subject words
+    assert "drop the words" in text and ("dull" in text.split("drop the words")[1] or "blurry" in text.split("drop the words")[1])
+    modifier = [{"instruction": "Name the medium, dull tones and blurry edges.", "improvement": "Add the words cinematic, warm and drop the words dull, blurry."}]
+    [m] = ask(llm, "modifier", modifier, role="modifier")
+    assert "cinematic, warm" in m.completion.text and "dull" not in m.completion.text and "blurry" not in m.completion.text
+    modifier[0]["improvement"] = NO_GRADIENT_IMPROVEMENT  # the ablation: a blind edit from a fixed vocabulary
+    [blind] = ask(llm, "modifier", modifier, role="modifier")
+    assert len(set(re.findall(r"[a-z]+", blind.completion.text)) & set(VOCABULARY)) == 3
+
+
+def test_simulated_critique_points_towards_the_hidden_preferences_it_never_sees(synthetic):
+    """The ablation is only meaningful if the critique carries signal: from scored examples alone
+    (low and better rewrites built from random words), the words it proposes must be worth more to
+    the hidden scorer than the blind edit's vocabulary."""
+    import numpy as np
+
+    from promptevo.calls import ask
+    from promptevo.synthetic import keywords
+
+    llm, renderer, scorer = synthetic
+    naive = NAIVE.read_text(encoding="utf-8").splitlines()[:6]
+    pool = list(dict.fromkeys(w for line in LEXICA.read_text(encoding="utf-8").splitlines()[:300]
+                              for w in keywords(json.loads(line)["prompt"], 40)))
+    rng = np.random.default_rng(0)
+
+    def gains(texts, targets, seeds=(1, 2, 3)):
+        per_seed = [scorer.score(renderer.render(texts, [s] * len(texts)).images, targets) for s in seeds]
+        return np.mean(per_seed, axis=0)
+
+    blocks = []
+    for prompt in naive:
+        rewrites = [prompt + ", " + ", ".join(rng.choice(pool, 4, replace=False)) for _ in range(6)]
+        scores = gains(rewrites, [prompt] * 6, seeds=(7,))
+        low, high = int(np.argmin(scores)), int(np.argmax(scores))
+        blocks.append(f"Short prompt: {prompt}\nLow-scoring prompt (score {scores[low]:.2f}): {rewrites[low]}\n"
+                      f"Better prompt (score {scores[high]:.2f}): {rewrites[high]}")
+    [g] = ask(llm, "gradient", [{"instruction": "x", "examples": "\n\n".join(blocks), "n": 2}], role="gradient")
+    proposed = [w for m in re.findall(r"Add the words ([^.]*?)(?: and drop|\.)", g.completion.text) for w in m.split(", ")]
+    assert len(proposed) >= 3
+
+    def value(word):  # mean gain of appending the word, over the prompts, with the scorer's noise averaged
+        return float(np.mean(gains([p + ", " + word for p in naive], naive) - gains(naive, naive)))
+
+    critique = np.mean([value(w) for w in proposed])
+    blind = np.mean([value(w) for w in VOCABULARY])
+    assert critique > blind + 0.3, (proposed, critique, blind)
 
 
 def _config(tmp_path, **over):

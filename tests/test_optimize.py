@@ -50,6 +50,9 @@ def test_loop_runs_with_every_selector(store, tiny, renderer, scorer, selector):
     alive = store.query("SELECT * FROM instructions WHERE run_id = ? AND retired_round IS NULL", [run_id])
     assert len(alive) >= 3
     assert summary["best_instruction"] is not None
+    # the selection pass chose the best: the highest gain on its shared prompts
+    compared = [i["selection_gain"] for i in summary["instructions"] if i["selection_gain"] is not None]
+    assert len(compared) >= 2 and summary["best_instruction"]["selection_gain"] == max(compared)
     arms = {row["arm"] for row in summary["heldout"]}
     assert arms == {"best", "initial", "naive"}
     for row in summary["heldout"]:
