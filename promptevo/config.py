@@ -48,6 +48,13 @@ class RenderConfig:
     compile: bool = False  # torch.compile the UNet (slow first call, faster after)
     tiny_vae: str | None = None  # TAESD decoder (hub id, folder, or "tiny") instead of the full VAE
 
+    def __post_init__(self) -> None:
+        # Turbo models are distilled for 1-4 steps without classifier-free guidance; more steps
+        # or guidance give washed-out or burnt images and would make every comparison meaningless.
+        if "turbo" in self.model.lower() and not (1 <= self.steps <= 4 and self.guidance == 0):
+            raise UserError(f"{self.model} is a turbo model: it needs 1 to 4 steps and guidance 0 "
+                            f"(got {self.steps} steps, guidance {self.guidance})")
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -39,6 +39,22 @@ def test_profiles_json_lists_models():
     data = json.loads(r.stdout)
     assert {"tiny", "gpu", "paper"} <= set(data)
     assert data["gpu"]["render"]["steps"] == 1 and data["gpu"]["render"]["guidance"] == 0.0
+    paper = data["paper"]
+    assert paper["render"]["model"] == "stabilityai/sdxl-turbo" and paper["scorer"]["version"] == "v2.0"
+    assert paper["render"]["steps"] == 1 and paper["render"]["guidance"] == 0.0
+
+
+@pytest.mark.parametrize("steps, guidance", [(0, 0.0), (5, 0.0), (1, 7.5), (30, 7.5)])
+def test_turbo_models_refuse_sampling_they_were_not_distilled_for(steps, guidance):
+    from dataclasses import replace
+
+    from promptevo.config import get_profile
+    from promptevo.errors import UserError
+
+    render = get_profile("paper").render
+    with pytest.raises(UserError, match="1 to 4 steps and guidance 0"):
+        replace(render, steps=steps, guidance=guidance)
+    assert replace(render, steps=4).steps == 4  # 1 to 4 steps are fine
 
 
 @pytest.mark.parametrize(
