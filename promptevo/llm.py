@@ -135,7 +135,10 @@ class OpenAIChatLLM:
 
     def complete(self, conversations, *, temperature=None, seed=None):
         temp = self.config.temperature if temperature is None else temperature
-        futures = [self._pool.submit(self._one, list(m), temp, seed) for m in conversations]
+        # One seed per conversation: identical requests in one batch (two blind edits of the same
+        # instruction) would otherwise get the same answer back.
+        futures = [self._pool.submit(self._one, list(m), temp, None if seed is None else seed + i)
+                   for i, m in enumerate(conversations)]
         return [f.result() for f in futures]
 
 

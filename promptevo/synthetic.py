@@ -30,6 +30,7 @@ from promptevo.config import LLMConfig, RenderConfig, ScorerConfig
 from promptevo.embed import Embedder
 from promptevo.hashing import sha256_hex
 from promptevo.llm import Completion
+from promptevo.templates import NO_GRADIENT_IMPROVEMENT
 
 SYNTHETIC = "synthetic"
 HIDDEN_TARGET = ("a cinematic photograph at golden hour, dramatic volumetric light, rich warm colours, "
@@ -104,9 +105,7 @@ class SyntheticScorer:
         self.image_forwards += 1
         pixels = images.detach().float().cpu().numpy()
         pixels = np.round(np.clip(pixels, 0, 1) * 255) / 255  # what a PNG would hold
-        missing = [p for p in dict.fromkeys(prompts) if p not in self._naive]
-        for p, v in zip(missing, self.embedder.encode(missing)):
-            self._naive[p] = v
+        self._embed_naive(prompts)
         out = []
         for img, prompt in zip(pixels, prompts):
             v = img[:, :, :16].reshape(-1) * 2 - 1
@@ -114,6 +113,18 @@ class SyntheticScorer:
             noise = (float(img[:, :, 16].mean()) - 0.5) * 8
             out.append(float(TARGET_WEIGHT * v @ self._target + FIDELITY_WEIGHT * v @ self._naive[prompt] + noise))
         return out
+
+    def _embed_naive(self, prompts: Sequence[str]) -> None:
+        missing = [p for p in dict.fromkeys(prompts) if p not in self._naive]
+        for p, v in zip(missing, self.embedder.encode(missing)):
+            self._naive[p] = v
+
+    def noise_free(self, texts: Sequence[str], prompts: Sequence[str]) -> np.ndarray:
+        """What `score` gives on average over seeds (before the image's 8-bit rounding). For
+        diagnostics after a run only: the optimiser never sees it."""
+        self._embed_naive(prompts)
+        v, naive = self.embedder.encode(list(texts)), np.stack([self._naive[p] for p in prompts])
+        return TARGET_WEIGHT * v @ self._target + FIDELITY_WEIGHT * np.sum(v * naive, axis=1)
 
 
 def keywords(text: str, limit: int = 12) -> list[str]:
@@ -134,7 +145,10 @@ class SimulatedLLM:
 
     def complete(self, conversations, *, temperature=None, seed=None) -> list[Completion]:
         self.calls += len(conversations)
-        return [Completion(text=self._reply(m), model=self.model_name, attempts=1) for m in conversations]
+        # Each conversation's own seed: two identical requests in one batch (the ablation asks for
+        # two blind edits of the same instruction) must still get different answers.
+        return [Completion(text=self._reply(m, f"{seed}/{i}"), model=self.model_name, attempts=1)
+                for i, m in enumerate(conversations)]
 
     def _critique(self, user: str) -> str:
         """What an LLM reading the examples might conclude, imitated with sentence embeddings: the
@@ -161,14 +175,13 @@ class SimulatedLLM:
                 examples.append((low, better, professional))
         if not examples:
             return "Inference 1: no examples.\nImprovement 1: Keep the instruction."
-        encode = self._encode
-        direction = np.zeros(encode(["x"]).shape[1], dtype=np.float32)
+        encode, steps = self._encode, []
         for low, better, professional in examples:
             v_low = encode([low])[0]
-            for text, gap in better:
-                direction += gap * (encode([text])[0] - v_low)
-            if not better and professional:
-                direction += (encode(professional).mean(0) - v_low) * 0.1
+            steps += [gap * (encode([text])[0] - v_low) for text, gap in better]
+            if not better and professional:  # a weaker hint: they describe other scenes
+                steps.append((encode(professional).mean(0) - v_low) * 0.1)
+        direction = np.sum(steps, axis=0) if steps else np.zeros(1)
         if not np.any(direction):
             return "Inference 1: no difference found.\nImprovement 1: Keep the instruction."
         direction /= np.linalg.norm(direction)
@@ -199,7 +212,7 @@ class SimulatedLLM:
                 self._vectors[t] = v
         return np.stack([self._vectors[t] for t in texts])
 
-    def _reply(self, messages) -> str:
+    def _reply(self, messages, seed: str = "") -> str:
         system, user = messages[0]["content"], messages[-1]["content"]
         if "You write prompts" in system:
             lines = system.splitlines()
@@ -216,15 +229,51 @@ class SimulatedLLM:
         drop = re.search(r"drop the words (.*?)\.?$", improvement)
         added = keywords(add.group(1), 6) if add else []
         dropped = keywords(drop.group(1), 6) if drop else []
-        if not added:  # no critique (the ablation): a blind edit of the same size, random words in and out
-            rng = np.random.default_rng(int(sha256_hex(base_text + improvement + str(self.calls), 8), 16))
+        if improvement == NO_GRADIENT_IMPROVEMENT:  # the ablation: a blind edit of the same size
+            rng = np.random.default_rng(int(sha256_hex(f"{seed}|{base_text}", 8), 16))
             added = list(rng.choice(VOCABULARY, size=3, replace=False))
             current = keywords(base_text, 10)
             dropped = list(rng.choice(current, size=min(3, len(current)), replace=False)) if current else []
         for word in dropped:
             base_text = re.sub(rf"\b{re.escape(word)}\b,? ?", "", base_text, flags=re.I)
         # The newest words first, so the generator's keyword window keeps what the critique added.
-        return f"<instruction>Add {', '.join(added)}. {base_text.strip()}</instruction>"
+        # Nothing to apply ("Keep the instruction."): the same instruction, which the loop rejects.
+        adding = f"Add {', '.join(added)}. " if added else ""
+        return f"<instruction>{adding}{base_text.strip()}</instruction>"
+
+
+def noise_free_runs(out_dir, models=None) -> list[dict]:
+    """For every finished run of a SYNTHETIC experiment (its `runs/ARM-rN.db` files): the
+    noise-free held-out gain of the best seed instruction, of the best instruction the run
+    created, of the one it chose, and the mean of its new instructions. It tells "found nothing
+    better" apart from "found it but chose a lucky one", which the measured table cannot."""
+    from pathlib import Path
+
+    from promptevo.generator import rewrite
+    from promptevo.store import Store
+
+    llm, renderer, scorer = models or synthetic_models()
+    out = []
+    for db in sorted(Path(out_dir, "runs").glob("*-r*.db")):
+        arm, _, repeat = db.stem.rpartition("-r")
+        with Store(db, readonly=True) as store:
+            run = store.one("SELECT id, best_instruction_id FROM runs")
+            prompts = [r["text"] for r in store.query(
+                """SELECT p.text FROM run_prompts rp JOIN prompts p ON p.id = rp.prompt_id
+                   WHERE rp.run_id = ? AND rp.split = 'heldout' ORDER BY rp.position""", [run["id"]])]
+            rows = store.query("SELECT id, origin, text FROM instructions WHERE run_id = ? AND origin != 'baseline' ORDER BY id", [run["id"]])
+        if not prompts or not run["best_instruction_id"]:
+            continue  # unfinished run
+        texts = [g.text for row in rows for g in rewrite(  # all instructions in one batch
+            llm, row["text"], prompts, token_count=renderer.token_count, window=renderer.config.text_window)]
+        values = scorer.noise_free(texts + prompts, prompts * (len(rows) + 1)).reshape(len(rows) + 1, len(prompts))
+        gain = {row["id"]: float(np.mean(v - values[-1])) for row, v in zip(rows, values)}
+        seeds = [gain[r["id"]] for r in rows if r["origin"] == "seed"]
+        new = [gain[r["id"]] for r in rows if r["origin"] != "seed"]
+        out.append({"arm": arm, "repeat": int(repeat), "best_seed": max(seeds),
+                    "best_found": max(new) if new else float("nan"), "chosen": gain[run["best_instruction_id"]],
+                    "new_mean": float(np.mean(new)) if new else float("nan")})
+    return sorted(out, key=lambda r: (r["arm"], r["repeat"]))
 
 
 def synthetic_models(embedder: Embedder | None = None):

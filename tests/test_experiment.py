@@ -5,6 +5,7 @@ import csv
 import json
 import re
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -48,6 +49,9 @@ def test_synthetic_scorer_is_deterministic_prefers_the_hidden_target_and_keeps_f
         results = render_and_score(store, renderer, scorer, [Job(p, 1, "a desert") for p in prompts])
     assert [r.score for r in results] == pytest.approx(first, abs=0.05)
     assert scorer.name == "synthetic-v1"
+    # the diagnostic noise-free value is the score's mean over seeds
+    many = np.mean([scorer.score(renderer.render(prompts, [s] * 4).images, ["a desert"] * 4) for s in range(60)], axis=0)
+    assert scorer.noise_free(prompts, ["a desert"] * 4) == pytest.approx(many, abs=0.25)
 
 
 def test_simulated_llm_follows_instructions_and_critiques(synthetic):
@@ -70,9 +74,11 @@ def test_simulated_llm_follows_instructions_and_critiques(synthetic):
     modifier = [{"instruction": "Name the medium, dull tones and blurry edges.", "improvement": "Add the words cinematic, warm and drop the words dull, blurry."}]
     [m] = ask(llm, "modifier", modifier, role="modifier")
     assert "cinematic, warm" in m.completion.text and "dull" not in m.completion.text and "blurry" not in m.completion.text
-    modifier[0]["improvement"] = NO_GRADIENT_IMPROVEMENT  # the ablation: a blind edit from a fixed vocabulary
-    [blind] = ask(llm, "modifier", modifier, role="modifier")
-    assert len(set(re.findall(r"[a-z]+", blind.completion.text)) & set(VOCABULARY)) == 3
+    modifier[0]["improvement"] = NO_GRADIENT_IMPROVEMENT  # the ablation: blind edits from a fixed vocabulary
+    blind = [c.completion.text for c in ask(llm, "modifier", modifier * 2, role="modifier", seed=3)]
+    assert all(len(set(re.findall(r"[a-z]+", b)) & set(VOCABULARY)) == 3 for b in blind)
+    assert blind[0] != blind[1]  # two requests in one batch: two different edits, as the loop asks for two
+    assert blind == [c.completion.text for c in ask(llm, "modifier", modifier * 2, role="modifier", seed=3)]
 
 
 def test_simulated_critique_points_towards_the_hidden_preferences_it_never_sees(synthetic):
@@ -143,7 +149,7 @@ selector = "random"
     return path
 
 
-def test_experiment_runs_every_arm_and_repeat_writes_tables_and_plots_and_skips_on_rerun(tmp_path):
+def test_experiment_runs_every_arm_and_repeat_writes_tables_and_plots_and_skips_on_rerun(tmp_path, synthetic):
     path = _config(tmp_path)
     out = tmp_path / "out"
     results = run_experiment(path, out=out)
@@ -163,6 +169,13 @@ def test_experiment_runs_every_arm_and_repeat_writes_tables_and_plots_and_skips_
     assert len(results["curves"]["ucb"]) == 2
     again = run_experiment(path, out=out)
     assert again["runs_done"] == 0 and again["runs_skipped"] == 4 and again["rows"] == results["rows"]
+    # noise-free diagnostics: every run read, the chosen instruction is one the run had
+    from promptevo.synthetic import noise_free_runs
+
+    runs = noise_free_runs(out, models=synthetic)
+    assert [(r["arm"], r["repeat"]) for r in runs] == [("random", 0), ("random", 1), ("ucb", 0), ("ucb", 1)]
+    for r in runs:  # the chosen instruction is one the run had
+        assert r["chosen"] <= max(r["best_seed"], r["best_found"]) + 1e-9
 
 
 @pytest.mark.parametrize("change,message", [

@@ -23,6 +23,13 @@ def test_openai_backend_sends_messages_and_reads_usage(monkeypatch):
     assert server.requests[0]["auth"] == "Bearer sk-test-123"
 
 
+def test_openai_backend_gives_each_conversation_of_a_batch_its_own_seed(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-123")
+    with ScriptedServer() as server:
+        openai_llm(server.url).complete([[{"role": "user", "content": "same"}]] * 3, seed=40)
+    assert sorted(r["body"]["seed"] for r in server.requests) == [40, 41, 42]
+
+
 @pytest.mark.parametrize("fault", ["429", "500", "malformed", "empty", "slow"])
 def test_transient_faults_are_retried(monkeypatch, fault):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
