@@ -105,26 +105,27 @@ class SyntheticScorer:
         self.image_forwards += 1
         pixels = images.detach().float().cpu().numpy()
         pixels = np.round(np.clip(pixels, 0, 1) * 255) / 255  # what a PNG would hold
-        self._embed_naive(prompts)
+        naive = cached_vectors(self._naive, self.embedder, list(prompts))
         out = []
-        for img, prompt in zip(pixels, prompts):
+        for img, v_naive in zip(pixels, naive):
             v = img[:, :, :16].reshape(-1) * 2 - 1
             v = v / (np.linalg.norm(v) or 1.0)
             noise = (float(img[:, :, 16].mean()) - 0.5) * 8
-            out.append(float(TARGET_WEIGHT * v @ self._target + FIDELITY_WEIGHT * v @ self._naive[prompt] + noise))
+            out.append(float(TARGET_WEIGHT * v @ self._target + FIDELITY_WEIGHT * v @ v_naive + noise))
         return out
-
-    def _embed_naive(self, prompts: Sequence[str]) -> None:
-        missing = [p for p in dict.fromkeys(prompts) if p not in self._naive]
-        for p, v in zip(missing, self.embedder.encode(missing)):
-            self._naive[p] = v
 
     def noise_free(self, texts: Sequence[str], prompts: Sequence[str]) -> np.ndarray:
         """What `score` gives on average over seeds (before the image's 8-bit rounding). For
         diagnostics after a run only: the optimiser never sees it."""
-        self._embed_naive(prompts)
-        v, naive = self.embedder.encode(list(texts)), np.stack([self._naive[p] for p in prompts])
+        v, naive = self.embedder.encode(list(texts)), cached_vectors(self._naive, self.embedder, list(prompts))
         return TARGET_WEIGHT * v @ self._target + FIDELITY_WEIGHT * np.sum(v * naive, axis=1)
+
+
+def cached_vectors(cache: dict[str, np.ndarray], embedder: Embedder, texts: list[str]) -> np.ndarray:
+    """Embeddings of `texts` in order; only those not yet in `cache` go to the model."""
+    missing = [t for t in dict.fromkeys(texts) if t not in cache]
+    cache.update(zip(missing, embedder.encode(missing)))
+    return np.stack([cache[t] for t in texts])
 
 
 def keywords(text: str, limit: int = 12) -> list[str]:
@@ -204,13 +205,9 @@ class SimulatedLLM:
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         """Sentence embeddings, cached: the critique embeds the same words many times."""
-        missing = [t for t in dict.fromkeys(texts) if t not in self._vectors]
-        if missing:
-            if self.embedder is None:
-                self.embedder = Embedder()
-            for t, v in zip(missing, self.embedder.encode(missing)):
-                self._vectors[t] = v
-        return np.stack([self._vectors[t] for t in texts])
+        if self.embedder is None:
+            self.embedder = Embedder()
+        return cached_vectors(self._vectors, self.embedder, texts)
 
     def _reply(self, messages, seed: str = "") -> str:
         system, user = messages[0]["content"], messages[-1]["content"]
