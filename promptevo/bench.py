@@ -83,7 +83,16 @@ class ReloadingScorer:
 
     @property
     def name(self) -> str:
-        return self.config.name
+        from promptevo.registry import reward_name
+
+        return reward_name(self.config)
+
+    @property
+    def version(self) -> str:
+        return self.config.version
+
+    def clear_cache(self) -> None:
+        pass
 
     def score(self, images, prompts: Sequence[str]) -> list[float]:
         from PIL import Image
@@ -103,19 +112,21 @@ class ReloadingScorer:
         return values
 
 
+def scripted_reply(request) -> str:
+    """An instant deterministic LLM for timing rounds, by role: the rewrite appends words to the
+    prompt. Registered as the scripted LLM "promptevo.bench:scripted_reply"."""
+    if request.role == "generator":
+        return f"{request.fields['prompt']}, highly detailed, soft light"
+    if request.role == "gradient":
+        return "Inference 1: flat.\nImprovement 1: Name a light source."
+    return "<instruction>Rewrite the prompt with a named light source and a colour palette.</instruction>"
+
+
 def scripted_llm():
-    """An instant deterministic LLM for timing rounds: the rewrite appends words to the prompt."""
-    from promptevo.llm import ScriptedLLM
+    from promptevo.config import LLMConfig
+    from promptevo.registry import build_llm
 
-    def reply(messages):
-        system, user = messages[0]["content"], messages[-1]["content"]
-        if "You write prompts" in system:
-            return user.removeprefix("Prompt: ") + ", highly detailed, soft light"
-        if "You review" in system:
-            return "Inference 1: flat.\nImprovement 1: Name a light source."
-        return "<instruction>Rewrite the prompt with a named light source and a colour palette.</instruction>"
-
-    return ScriptedLLM(reply)
+    return build_llm(LLMConfig(backend="scripted", model="promptevo.bench:scripted_reply"))
 
 
 def _rate(n: int, seconds: float) -> float:
@@ -138,6 +149,7 @@ def run_bench(renderer, scorer, *, profile, loader: Callable[[Any], Any], images
               rounds: int = 2, round_batch: int = 4, progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     import torch
 
+    from promptevo.evaluation import LocalEvaluator
     from promptevo.optimize import OptimizeConfig, Optimizer, create_run
     from promptevo.store import Store
 
@@ -167,7 +179,7 @@ def run_bench(renderer, scorer, *, profile, loader: Callable[[Any], Any], images
     renderer.batch_limit = renderer.config.max_batch
 
     progress("scoring, batched from tensors")
-    scorer._text_features.clear()
+    scorer.clear_cache()
     t0 = time.perf_counter()
     scorer.score(batch.images, prompts)
     _sync(device)
@@ -179,8 +191,8 @@ def run_bench(renderer, scorer, *, profile, loader: Callable[[Any], Any], images
     naive_scorer.score(batch.images[:naive_images], prompts[:naive_images])
     result["score_reload_per_image"] = {"images_per_s": _rate(naive_images, time.perf_counter() - t0)}
 
-    flops_r = flops_per_image(lambda: renderer._call(prompts[:2], seeds[:2]), 2)
-    flops_s = flops_per_image(lambda: (scorer._text_features.clear(), scorer.score(batch.images[:2], prompts[:2])), 2)
+    flops_r = flops_per_image(lambda: renderer.render(prompts[:2], seeds[:2]), 2)
+    flops_s = flops_per_image(lambda: (scorer.clear_cache(), scorer.score(batch.images[:2], prompts[:2])), 2)
     result["flops_per_image"] = {"render": flops_r, "score": flops_s}
 
     def whole_rounds(label: str, render_obj, score_obj, overlap: bool) -> dict[str, Any]:
@@ -190,12 +202,12 @@ def run_bench(renderer, scorer, *, profile, loader: Callable[[Any], Any], images
         with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "bench.db") as store:
             config = OptimizeConfig(rounds=rounds, batch_size=round_batch, heldout_fraction=0.25, eval_seeds=1)
             run_id = create_run(store, profile, config, bench_prompts(round_batch * 2))
-            opt = Optimizer(store, run_id, llm=llm, renderer=timed_r, scorer=timed_s, overlap=overlap)
+            opt = Optimizer(store, run_id, llm=llm, evaluator=LocalEvaluator(timed_r, [timed_s]), overlap=overlap)
             t0 = time.perf_counter()
             opt.run_all()
             _sync(device)
             wall = time.perf_counter() - t0
-            made = store.one("SELECT COUNT(*) AS n FROM images")["n"]
+            made = store.images_count()
         model = timed_r.seconds + timed_s.seconds + llm.seconds
         return {"images": made, "seconds": wall, "images_per_s": _rate(made, wall),
                 "render_s": timed_r.seconds, "score_s": timed_s.seconds, "llm_s": llm.seconds,
@@ -206,6 +218,10 @@ def run_bench(renderer, scorer, *, profile, loader: Callable[[Any], Any], images
     class OnePerCall:  # the naive renderer: the same pipeline, one image per call
         def __init__(self, inner):
             self.inner, self.config = inner, inner.config
+            self.batch_limit = 1
+
+        def full_decoder(self):
+            return self
 
         def render(self, ps, ss):
             self.inner.batch_limit = 1

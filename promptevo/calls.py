@@ -1,12 +1,13 @@
 """One place where the roles talk to the LLM: fill a template per item, send the batch in one
-call, and log every conversation (template name and hash included) to llm_calls."""
+call, and log every conversation (template name and hash included) to llm_calls. Each request
+carries its role and the structured fields it was filled from."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from promptevo.llm import LLM, Completion, LLMUnavailable, Message
+from promptevo.llm import LLM, Completion, LLMUnavailable, Message, Request
 from promptevo.store import Store
 from promptevo.templates import template
 
@@ -30,8 +31,9 @@ def ask(
     temperature: float | None = None,
 ) -> list[Call]:
     tpl = template(template_name)
-    conversations = [tpl.messages(**f) for f in fields]
-    completions = llm.complete(conversations, seed=seed, temperature=temperature)
+    requests = [Request(role, tpl.messages(**f), dict(f)) for f in fields]
+    conversations = [r.messages for r in requests]
+    completions = llm.complete(requests, seed=seed, temperature=temperature)
     calls = []
     for messages, comp in zip(conversations, completions):
         call_id = None

@@ -28,6 +28,7 @@ app = new_app(
 @app.command()
 def profiles(as_json: JsonOpt = False):
     """List the model profiles and what each needs."""
+    from promptevo.registry import reward_name
     if as_json:
         print_json({n: {**p.to_dict(), "description": p.description, "needs": list(p.needs)} for n, p in PROFILES.items()})
         return
@@ -37,7 +38,7 @@ def profiles(as_json: JsonOpt = False):
             p.name,
             f"{p.llm.backend}: {p.llm.model}",
             f"{p.render.model} ({p.render.steps} steps, {p.render.width}x{p.render.height})",
-            p.scorer.name,
+            ", ".join(reward_name(r) for r in p.rewards),
             "\n".join(p.needs),
         )
     out.print(table)
@@ -56,13 +57,14 @@ def render(
 ):
     """Render prompts to PNG files named by content hash, each with a JSON sidecar holding the
     prompt, seed and render config needed to make it again."""
-    from promptevo.render import DiffusersRenderer, png_bytes, to_uint8
     from promptevo.hashing import sha256_hex
+    from promptevo.registry import build_renderer
+    from promptevo.render import png_bytes, to_uint8
 
     prompts = check_prompts(prompts)
     prof = build_profile(profile, device=device, render_model=render_model)
     with err.status("loading renderer"):
-        renderer = DiffusersRenderer(prof.render)
+        renderer = build_renderer(prof.render)
     jobs = [(p, seed + i * per_prompt + k) for i, p in enumerate(prompts) for k in range(per_prompt)]
     with err.status(f"rendering {len(jobs)} images"):
         batch = renderer.render([p for p, _ in jobs], [s for _, s in jobs])
@@ -101,7 +103,7 @@ def score(
     """Score images with HPS v2 against a prompt (x100 scale, as the HPS leaderboard)."""
     from PIL import Image, UnidentifiedImageError
 
-    from promptevo.score import HPSScorer
+    from promptevo.registry import build_reward
 
     targets, pil = [], []
     for path in images:
@@ -122,7 +124,7 @@ def score(
         targets.append(target)
     prof = build_profile(profile, device=device, hps_checkpoint=hps_checkpoint)
     with err.status("loading scorer"):
-        scorer = HPSScorer(prof.scorer)
+        scorer = build_reward(prof.scorer)
     values: list[float | None] = [None] * len(pil)
     by_size: dict[tuple[int, int], list[int]] = {}
     for i, im in enumerate(pil):
@@ -154,13 +156,13 @@ def rewrite(
 ):
     """Rewrite prompts with the LLM under an instruction."""
     from promptevo.generator import rewrite as do_rewrite
-    from promptevo.llm import load_llm
+    from promptevo.registry import build_llm
     from promptevo.templates import DEFAULT_INSTRUCTION
 
     prompts = check_prompts(prompts)
     prof = build_profile(profile, device=device, llm_model=llm_model, llm_base_url=llm_base_url)
     with err.status("loading LLM"):
-        llm = load_llm(prof.llm)
+        llm = build_llm(prof.llm)
     from promptevo.store import Store
 
     store = Store(db) if db else None
@@ -203,8 +205,7 @@ def bench(
     way (one pipeline call per image, PNG round trip, checkpoint reloaded per score), and print
     the ratios. Results go to OUT/PROFILE-DEVICE.json."""
     from promptevo.bench import environment, run_bench, save_results
-    from promptevo.render import DiffusersRenderer
-    from promptevo.score import HPSScorer
+    from promptevo.registry import build_renderer, build_reward
 
     if naive_images > images:
         raise UserError("--naive-images cannot exceed --images")
@@ -220,9 +221,9 @@ def bench(
         prof = build_profile(profile, device=device, render_model=render_model, hps_checkpoint=hps_checkpoint,
                              channels_last=channels_last, compile=compile_, tiny_vae=tiny_vae)
     with err.status("loading renderer and scorer"):
-        renderer, scorer = DiffusersRenderer(prof.render), HPSScorer(prof.scorer)
+        renderer, scorer = build_renderer(prof.render), build_reward(prof.scorer)
     with err.status("benchmarking") as status:
-        result = run_bench(renderer, scorer, profile=prof, loader=HPSScorer, images=images, naive_images=naive_images,
+        result = run_bench(renderer, scorer, profile=prof, loader=build_reward, images=images, naive_images=naive_images,
                            rounds=rounds, progress=lambda s: status.update(f"benchmarking: {s}"))
     data = {"profile": prof.name, "environment": environment(renderer, scorer), **result}
     path = save_results(data, out_dir)

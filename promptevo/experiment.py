@@ -29,9 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from promptevo.errors import UserError
-from promptevo.optimize import OptimizeConfig, round_rewards
+from promptevo.optimize import OptimizeConfig
+from promptevo.repository import RunRepository
 from promptevo.stats import mean_ci
 from promptevo.store import Store
+from promptevo.summary import heldout_table, round_rewards
 
 _OPT_FIELDS = {f.name for f in fields(OptimizeConfig)}
 
@@ -96,21 +98,15 @@ def load_config(path: Path) -> ExperimentConfig:
     return cfg
 
 
-def load_models(models: str):
-    """(profile, llm, renderer, scorer, embedder-or-None), loaded once for every run."""
+def experiment_profile(models: str):
+    """The profile an experiment's runs are made with: the SYNTHETIC benchmark or a named one."""
     if models == "synthetic":
-        from promptevo.embed import Embedder
-        from promptevo.synthetic import synthetic_models, synthetic_profile
+        from promptevo.synthetic import synthetic_profile
 
-        embedder = Embedder()
-        return (synthetic_profile(), *synthetic_models(embedder), embedder)
+        return synthetic_profile()
     from promptevo.config import get_profile
-    from promptevo.llm import load_llm
-    from promptevo.render import DiffusersRenderer
-    from promptevo.score import HPSScorer
 
-    profile = get_profile(models)
-    return profile, load_llm(profile.llm), DiffusersRenderer(profile.render), HPSScorer(profile.scorer), None
+    return get_profile(models)
 
 
 def _reference_db(cfg: ExperimentConfig, out: Path, embedder) -> Path | None:
@@ -145,7 +141,15 @@ def run_experiment(path: Path, *, out: Path | None = None, repeats: int | None =
     (out / "runs").mkdir(parents=True, exist_ok=True)
     prompts = read_prompts(cfg.prompts)[: cfg.prompt_limit]
     progress("loading models")
-    profile, llm, renderer, scorer, embedder = load_models(cfg.models)
+    from promptevo.registry import build_components
+
+    profile = experiment_profile(cfg.models)
+    components = build_components(profile)
+    embedder = None
+    if cfg.models == "synthetic":
+        from promptevo.synthetic import shared_embedder
+
+        embedder = shared_embedder()
     reference_db = _reference_db(cfg, out, embedder)
     refs = ReferencePrompts(reference_db, embedder=embedder) if reference_db else None
     done = skipped = 0
@@ -154,15 +158,15 @@ def run_experiment(path: Path, *, out: Path | None = None, repeats: int | None =
             config = cfg.arm_config(arm, rep, reference_db)
             db = out / "runs" / f"{arm}-r{rep}.db"
             with Store(db) as store:
-                run = store.one("SELECT * FROM runs ORDER BY created_at LIMIT 1")
+                run = RunRepository(store).first_run()
                 if run and run["status"] == "finished":
                     skipped += 1
                     continue
                 run_id = run["id"] if run else create_run(store, profile, config, prompts)
                 progress(f"{arm} repeat {rep + 1}/{cfg.repeats}")
-                if refs is not None and refs.k != config.reference_k:
-                    refs.k, refs._cache = config.reference_k, {}
-                Optimizer(store, run_id, llm=llm, renderer=renderer, scorer=scorer,
+                if refs is not None:
+                    refs.set_k(config.reference_k)
+                Optimizer(store, run_id, llm=components.llm, evaluator=components.evaluator,
                           references=refs if config.reference_db else None).run_all()
                 done += 1
     results = summarise(cfg, out)
@@ -172,13 +176,12 @@ def run_experiment(path: Path, *, out: Path | None = None, repeats: int | None =
 
 
 def _run_metrics(db: Path) -> dict[str, Any]:
-    from promptevo.optimize import heldout_table
-
     with Store(db, readonly=True) as store:
-        run = store.one("SELECT * FROM runs ORDER BY created_at LIMIT 1")
-        rounds = json.loads(run["config_json"])["optimize"]["rounds"]
-        table = {row["arm"]: row for row in heldout_table(store, run["id"])}
-        rewards = round_rewards(store, run["id"])
+        repo = RunRepository(store)
+        run = repo.first_run()
+        rounds = repo.run_config(run["id"])["optimize"]["rounds"]
+        table = {row["arm"]: row for row in heldout_table(repo, run["id"])}
+        rewards = round_rewards(repo, run["id"])
     gains = {arm: row["diff_vs_naive"]["mean"] for arm, row in table.items() if row["diff_vs_naive"]}
     # best arm's mean gain over naive after each round (statistics from finished rounds only)
     curve, per_arm = [], {}

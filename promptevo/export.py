@@ -2,31 +2,34 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from promptevo.errors import UserError
-from promptevo.optimize import summarize
+from promptevo.repository import RunRepository
 from promptevo.store import Store
+from promptevo.summary import summarize
 
 
 def export_run(store: Store, run_id: str) -> dict[str, Any]:
-    run = store.one("SELECT * FROM runs WHERE id = ?", [run_id])
-    if run is None:
-        raise UserError(f"no run {run_id!r} in {store.path}")
-    q = lambda sql: store.query(sql, [run_id])  # noqa: E731
+    repo = RunRepository(store)
+    run = dict(repo.require_run(run_id))
+    config = repo.run_config(run_id)
+    run.pop("config_json")
+    trials = []
+    for t in repo.trials(run_id):
+        primary = next(iter(t.score_rows.values()))
+        trials.append({"round": t.round, "arm": t.arm, "instruction_id": t.instruction_id, "prompt_id": t.prompt_id,
+                       "seed": t.seed, "rendered_prompt": t.rendered, "image": t.image_path,
+                       "render_config_hash": t.variant_hash, "scorer": primary["scorer"],
+                       "scorer_version": primary["version"], "score": next(iter(t.scores.values())),
+                       "scores": dict(t.scores)})
     return {
-        "run": {**run, "config": json.loads(run.pop("config_json"))},
-        "summary": summarize(store, run_id),
-        "prompts": q("""SELECT p.id, p.text, rp.split FROM run_prompts rp JOIN prompts p ON p.id = rp.prompt_id
-                        WHERE rp.run_id = ? ORDER BY rp.split, rp.position"""),
-        "rounds": q("SELECT * FROM rounds WHERE run_id = ? ORDER BY round"),
-        "gradients": q("SELECT * FROM gradients WHERE run_id = ? ORDER BY id"),
-        "rewrites": q("SELECT * FROM rewrites WHERE run_id = ? ORDER BY id"),
-        "trials": q("""SELECT t.round, t.arm, t.instruction_id, t.prompt_id, t.seed, i.prompt AS rendered_prompt,
-                              i.path AS image, i.render_config_hash, s.scorer, s.scorer_version, s.value AS score
-                       FROM trials t JOIN images i ON i.id = t.image_id JOIN scores s ON s.id = t.score_id
-                       WHERE t.run_id = ? ORDER BY t.id"""),
-        "llm_calls": q("SELECT * FROM llm_calls WHERE run_id = ? ORDER BY id"),
-        "events": q("SELECT * FROM events WHERE run_id = ? ORDER BY id"),
+        "run": {**run, "config": config},
+        "summary": summarize(repo, run_id),
+        "prompts": [{"id": p["id"], "text": p["text"], "split": p["split"]} for p in repo.prompts(run_id)],
+        "rounds": repo.rounds(run_id),
+        "gradients": repo.gradients(run_id),
+        "rewrites": repo.rewrites(run_id),
+        "trials": trials,
+        "llm_calls": repo.llm_calls(run_id),
+        "events": repo.events(run_id),
     }

@@ -4,7 +4,7 @@
   concurrently up to a limit, with an explicit timeout and bounded retries.
 - `LocalLLM`: a transformers causal LM by hub id or local path (GGUF files included), generating
   the whole batch at once with left padding.
-- `ScriptedLLM`: answers from a script, for tests of control flow.
+- `ScriptedLLM`: answers from a script of the request's role and fields, for tests of control flow.
 
 A failed request never raises into the optimisation loop: it comes back as a Completion with
 `error` set. Only errors no retry can fix (bad key, unknown model, no quota) raise `LLMFatalError`.
@@ -18,11 +18,11 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from promptevo.config import LLMConfig
 from promptevo.errors import ModelNotFound, UserError
@@ -45,6 +45,17 @@ class Completion:
         return self.error is None
 
 
+@dataclass(frozen=True)
+class Request:
+    """One conversation for the LLM, with the role that asks and the structured fields its
+    meta-prompt was filled from. Real backends send `messages`; stand-ins answer from `role` and
+    `fields` and never parse the wording."""
+
+    role: str  # generator, gradient, modifier
+    messages: list[Message]
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+
 class LLMUnavailable(UserError):
     """Every request of a batch failed after its retries: the server is down or unusable."""
 
@@ -57,8 +68,9 @@ class LLM(Protocol):
     model_name: str
 
     def complete(
-        self, conversations: Sequence[list[Message]], *, temperature: float | None = None, seed: int | None = None
-    ) -> list[Completion]: ...
+        self, requests: Sequence[Request], *, temperature: float | None = None, seed: int | None = None
+    ) -> list[Completion]:
+        """One completion per request, in order; a failed request comes back with `error` set."""
 
 
 # -- OpenAI-compatible --------------------------------------------------------------------------
@@ -133,12 +145,12 @@ class OpenAIChatLLM:
                 )
             self._sleep(delay * (0.75 + 0.5 * random.random()))
 
-    def complete(self, conversations, *, temperature=None, seed=None):
+    def complete(self, requests, *, temperature=None, seed=None):
         temp = self.config.temperature if temperature is None else temperature
         # One seed per conversation: identical requests in one batch (two blind edits of the same
         # instruction) would otherwise get the same answer back.
-        futures = [self._pool.submit(self._one, list(m), temp, None if seed is None else seed + i)
-                   for i, m in enumerate(conversations)]
+        futures = [self._pool.submit(self._one, list(r.messages), temp, None if seed is None else seed + i)
+                   for i, r in enumerate(requests)]
         return [f.result() for f in futures]
 
 
@@ -227,13 +239,13 @@ class LocalLLM:
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return "\n\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\n\nassistant:"
 
-    def complete(self, conversations, *, temperature=None, seed=None):
+    def complete(self, requests, *, temperature=None, seed=None):
         torch = self._torch
         temp = self.config.temperature if temperature is None else temperature
         results: list[Completion] = []
         with self._lock:
-            for i in range(0, len(conversations), self.chunk):
-                batch = [self._render_chat(list(m)) for m in conversations[i : i + self.chunk]]
+            for i in range(0, len(requests), self.chunk):
+                batch = [self._render_chat(list(r.messages)) for r in requests[i : i + self.chunk]]
                 enc = self.tokenizer(batch, return_tensors="pt", padding=True).to(self.device)
                 if seed is not None:
                     torch.manual_seed(seed + i)
@@ -267,29 +279,26 @@ class LocalLLM:
 
 
 class ScriptedLLM:
-    """Answers from a function of the conversation, or from a queue of texts, in order.
-    Like llm's MockModel: control flow can be tested without a model."""
+    """Answers from a function of the request (its role and fields), or from a queue of texts,
+    in order. Like llm's MockModel: control flow can be tested without a model."""
 
-    def __init__(self, script: Callable[[list[Message]], str] | Sequence[str], model_name: str = "scripted"):
+    def __init__(self, script: Callable[[Request], str] | Sequence[str], model_name: str = "scripted"):
         self._fn = script if callable(script) else None
         self._queue = list(script) if not callable(script) else []
         self.model_name = model_name
-        self.calls: list[list[Message]] = []
+        self.config = LLMConfig(backend="scripted", model=model_name)
+        self.calls: list[Request] = []
         self._lock = threading.Lock()
 
-    def complete(self, conversations, *, temperature=None, seed=None):
+    def complete(self, requests, *, temperature=None, seed=None):
         out = []
-        for messages in conversations:
+        for request in requests:
             with self._lock:
-                self.calls.append(list(messages))
-                text = self._fn(list(messages)) if self._fn else (self._queue.pop(0) if self._queue else "")
+                self.calls.append(request)
+                text = self._fn(request) if self._fn else (self._queue.pop(0) if self._queue else "")
             out.append(Completion(text=text, model=self.model_name, prompt_tokens=0, completion_tokens=len(text.split())))
         return out
 
-
-def load_llm(config: LLMConfig) -> LLM:
-    if config.backend == "openai":
-        return OpenAIChatLLM(config)
-    if config.backend == "local":
-        return LocalLLM(config)
-    raise UserError(f"unknown LLM backend {config.backend!r}: use 'local' or 'openai'")
+    def roles(self) -> list[str]:
+        """The role of every request answered so far, in order."""
+        return [r.role for r in self.calls]

@@ -321,6 +321,36 @@ def m002_prompt_collection(db: sqlite_utils.Database) -> None:
         db.execute(sql)
 
 
+@migration
+def m003_trial_scores(db: sqlite_utils.Database) -> None:
+    """A trial carries one score per reward model. `trials.score_id` stays as the score of the
+    run's first reward (older readers keep working); every score of a trial is in trial_scores,
+    keyed by the reward's name. Existing trials are copied over, so nothing is lost."""
+    db.execute(
+        """
+        CREATE TABLE trial_scores (
+            trial_id INTEGER NOT NULL REFERENCES trials(id),
+            reward TEXT NOT NULL,            -- the reward model's name, as in scores.scorer
+            score_id INTEGER NOT NULL REFERENCES scores(id),
+            PRIMARY KEY (trial_id, reward)
+        )"""
+    )
+    db.execute(
+        """INSERT INTO trial_scores (trial_id, reward, score_id)
+           SELECT t.id, s.scorer, s.id FROM trials t JOIN scores s ON s.id = t.score_id"""
+    )
+    db.execute("CREATE INDEX idx_trial_scores_score ON trial_scores(score_id)")
+
+
+def pending_migrations(conn) -> list[str]:
+    """Names of the migrations a database still needs (all of them for a new file)."""
+    try:
+        done = {row[0] for row in conn.execute("SELECT name FROM _migrations").fetchall()}
+    except Exception:  # noqa: BLE001 - no _migrations table yet
+        done = set()
+    return [name for name, _ in MIGRATIONS if name not in done]
+
+
 def apply_migrations(db: sqlite_utils.Database) -> list[str]:
     """Apply pending migrations; return the names applied."""
     db.execute(

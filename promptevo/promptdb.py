@@ -407,30 +407,37 @@ class PromptDB:
                             **({"similarity": r["similarity"]} if "similarity" in r else {})})
         return out
 
-    def score(self, rows: list[dict[str, Any]], renderer, scorer, seeds: Sequence[int], *,
+    def score(self, rows: list[dict[str, Any]], evaluator, seeds: Sequence[int], *,
               batch: int = 16, progress: Progress | None = None) -> list[dict[str, Any]]:
-        """Render each prompt at each seed and score it against itself; images and scores come
-        from the cache when (render config, prompt, seed) was done before."""
-        from promptevo.imaging import Job, render_and_score
+        """Render each prompt at each seed and score it against itself with every reward of the
+        evaluator (a CachedEvaluator over this store); images and scores come from the cache
+        when (variant, prompt, seed) was done before. `mean` is the first reward's."""
+        from promptevo.evaluation import Job
 
-        jobs = [Job(prompt=r["text"], seed=s, target=r["text"]) for r in rows for s in seeds]
+        variant = evaluator.final_variant
+        jobs = [Job(text=r["text"], seed=s, target=r["text"], variant=variant) for r in rows for s in seeds]
         by_text = {r["text"]: r["id"] for r in rows}
         values: dict[str, list[float]] = {r["id"]: [] for r in rows}
         cached_by = {r["id"]: 0 for r in rows}
         for start in range(0, len(jobs), batch):
-            results = render_and_score(self.store, renderer, scorer, jobs[start : start + batch])
+            results = evaluator.evaluate(jobs[start : start + batch])
             with self.store.transaction() as conn:
                 for res in results:
-                    pid = by_text[res.job.prompt]
-                    conn.execute("INSERT OR IGNORE INTO prompt_scores (prompt_id, score_id, seed) VALUES (?, ?, ?)",
-                                 [pid, res.score_id, res.job.seed])
+                    pid = by_text[res.job.text]
+                    for score_id in res.score_ids.values():
+                        conn.execute("INSERT OR IGNORE INTO prompt_scores (prompt_id, score_id, seed) VALUES (?, ?, ?)",
+                                     [pid, score_id, res.job.seed])
                     values[pid].append(res.score)
                     cached_by[pid] += res.cached
             if progress:
                 progress(min(start + batch, len(jobs)), len(jobs))
-        return [{"id": r["id"], "text": r["text"], "scorer": scorer.name, "seeds": len(seeds),
+        return [{"id": r["id"], "text": r["text"], "scorer": evaluator.reward_names[0], "seeds": len(seeds),
                  "mean": round(statistics.fmean(values[r["id"]]), 4) if values[r["id"]] else None,
                  "cached": cached_by[r["id"]]} for r in rows]
+
+    def count(self) -> int:
+        """Prompts in the collection (removed ones excluded)."""
+        return int(self.store.one("SELECT COUNT(*) AS n FROM collection WHERE removed_at IS NULL")["n"])
 
     def stats(self) -> dict[str, Any]:
         q, one = self.store.query, self.store.one

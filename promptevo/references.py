@@ -18,7 +18,7 @@ def check_reference_db(path: str | Path) -> str:
     if not p.is_file():
         raise UserError(f"reference database {path} does not exist (build one with `promptevo db import`)")
     with Store(p, readonly=True) as store:
-        n = store.one("SELECT COUNT(*) AS n FROM collection WHERE removed_at IS NULL")["n"]
+        n = PromptDB(store).count()
     if not n:
         raise UserError(f"reference database {path} holds no prompts (import some with `promptevo db import`)")
     return str(p)
@@ -45,6 +45,11 @@ class ReferencePrompts:
         if self._embedder is None:
             self._embedder = Embedder(self._embedder_name)
         return self._embedder
+
+    def set_k(self, k: int) -> None:
+        """Another number of neighbours (an experiment's arms may differ); forgets cached answers."""
+        if k != self.k:
+            self.k, self._cache = k, {}
 
     def nearest(self, text: str) -> list[dict[str, Any]]:
         """The k nearest reference prompts (id, text, similarity), excluding the text itself."""

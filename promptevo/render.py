@@ -25,11 +25,17 @@ class RenderBatch:
 
 
 class Renderer(Protocol):
-    config: RenderConfig  # resolved: the device and dtype actually used
+    config: RenderConfig  # resolved: the device and dtype actually used; config.text_window tokens fit
+    batch_limit: int  # images per pipeline call (halved on out-of-memory)
 
     def render(self, prompts: Sequence[str], seeds: Sequence[int]) -> RenderBatch: ...
 
-    def token_count(self, text: str) -> int: ...
+    def token_count(self, text: str) -> int:
+        """Text-encoder tokens of `text`, start and end markers included."""
+
+    def full_decoder(self) -> Renderer:
+        """This renderer with its full decoder: itself unless search rounds use a faster one.
+        The selection pass and the held-out evaluation render with it."""
 
 
 def model_source(model: str) -> str:

@@ -8,8 +8,10 @@ import html
 from pathlib import Path
 from typing import Any
 
-from promptevo.optimize import round_rewards, summarize
+from promptevo.objective import objective_for
+from promptevo.repository import RunRepository
 from promptevo.store import Store
+from promptevo.summary import round_rewards, summarize
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2rem;max-width:1200px;color:#222}
@@ -56,7 +58,9 @@ def _svg_curves(series: dict[str, list[tuple[int, float]]], width: int = 640, he
 
 
 def write_report(store: Store, run_id: str, path: Path) -> Path:
-    summary = summarize(store, run_id)
+    repo = RunRepository(store)
+    objective = objective_for(repo.run_config(run_id))
+    summary = summarize(repo, run_id, objective)
     items = {i["id"]: i for i in summary["instructions"]}
     children: dict[int | None, list[int]] = {}
     for i in summary["instructions"]:
@@ -74,7 +78,7 @@ def write_report(store: Store, run_id: str, path: Path) -> Path:
                        f"mean gain {mean}{', retired' if i['retired_round'] else ''}): {_e(i['text'])}{lineage(iid)}</li>")
         return "<ul>" + "".join(lis) + "</ul>"
 
-    rewards = round_rewards(store, run_id)
+    rewards = round_rewards(repo, run_id, objective)
     series: dict[str, list[tuple[int, float]]] = {}
     best_by_round: dict[int, float] = {}
     for row in rewards:
@@ -95,27 +99,22 @@ def write_report(store: Store, run_id: str, path: Path) -> Path:
     )
 
     # per prompt: the naive image next to the best-scoring rewrite, from the evaluation round
-    trials = store.query(
-        """SELECT t.prompt_id, t.arm, t.seed, p.text AS naive, i.prompt AS rendered, i.path, s.value
-           FROM trials t JOIN prompts p ON p.id = t.prompt_id JOIN images i ON i.id = t.image_id
-           JOIN scores s ON s.id = t.score_id JOIN rounds r ON r.run_id = t.run_id AND r.round = t.round
-           WHERE t.run_id = ? ORDER BY r.phase = 'evaluation' DESC, t.round DESC, s.value DESC""",
-        [run_id],
-    )
+    texts = repo.prompt_texts([p["id"] for p in repo.prompts(run_id)])
+    trials = sorted(repo.trials(run_id), key=lambda t: (t.phase != "evaluation", -t.round, -objective.score(t.scores)))
     grids = []
     seen: set[str] = set()
     for t in trials:
-        if t["prompt_id"] in seen:
+        if t.prompt_id in seen:
             continue
-        seen.add(t["prompt_id"])
-        naive = next((x for x in trials if x["prompt_id"] == t["prompt_id"] and x["arm"] == "naive" and x["seed"] == t["seed"]), None)
-        best = next((x for x in trials if x["prompt_id"] == t["prompt_id"] and x["arm"] != "naive"), None)
+        seen.add(t.prompt_id)
+        naive = next((x for x in trials if x.prompt_id == t.prompt_id and x.arm == "naive" and x.seed == t.seed), None)
+        best = next((x for x in trials if x.prompt_id == t.prompt_id and x.arm != "naive"), None)
         cells = []
         for label, row in (("naive prompt", naive), ("best rewrite", best)):
             if row:
-                cells.append(f'<div class="cell">{_img(store, row["path"])}<br><b>{label}</b> · HPS {row["value"]:.3f}'
-                             f' · seed {row["seed"]}<br>{_e(row["rendered"])}</div>')
-        grids.append(f"<h3>{_e(t['naive'])}</h3><div class=\"grid\">{''.join(cells)}</div>")
+                cells.append(f'<div class="cell">{_img(store, row.image_path)}<br><b>{label}</b> · score {objective.score(row.scores):.3f}'
+                             f' · seed {row.seed}<br>{_e(row.rendered)}</div>')
+        grids.append(f"<h3>{_e(texts[t.prompt_id])}</h3><div class=\"grid\">{''.join(cells)}</div>")
 
     best = summary["best_instruction"]
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>promptevo run {_e(run_id)}</title>

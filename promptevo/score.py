@@ -23,13 +23,20 @@ HPS_HUB_REPO = "xswu/HPSv2"
 HPS_HUB_FILES = {"v2.0": "HPS_v2_compressed.pt", "v2.1": "HPS_v2.1_compressed.pt"}
 
 
-class Scorer(Protocol):
-    config: ScorerConfig
+class RewardModel(Protocol):
+    """A reward: scores a batch of images against their target prompts. `name` is what its
+    scores are stored under and what objectives refer to; `version` is stored beside it."""
 
-    @property
-    def name(self) -> str: ...
+    name: str
+    version: str
 
     def score(self, images, prompts: Sequence[str]) -> list[float]: ...
+
+    def clear_cache(self) -> None:
+        """Forget per-prompt work kept between calls (benchmarks time it cold)."""
+
+
+Scorer = RewardModel  # the name the first version used
 
 
 def checkpoint_path(config: ScorerConfig) -> Path:
@@ -73,6 +80,14 @@ def hps_preprocess(images, image_size: int, mean: Sequence[float], std: Sequence
     mean_t = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
     std_t = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
     return (images - mean_t) / std_t
+
+
+def load_image_tensor(path) -> "object":
+    """An image file as a [3, H, W] tensor in [0, 1] (to score an image made earlier)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return pil_to_tensor([im])[0]
 
 
 def pil_to_tensor(images) -> "object":
@@ -123,7 +138,14 @@ class HPSScorer:
 
     @property
     def name(self) -> str:
-        return self.config.name
+        return f"hps-{self.config.version}"
+
+    @property
+    def version(self) -> str:
+        return self.config.version
+
+    def clear_cache(self) -> None:
+        self._text_features.clear()
 
     def text_features(self, prompts: Sequence[str]):
         """Normalised text features, computed once per distinct prompt."""

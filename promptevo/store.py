@@ -13,7 +13,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import sqlite_utils
 
 from promptevo.errors import UserError
 from promptevo.hashing import sha256_hex
-from promptevo.migrations import apply_migrations
+from promptevo.migrations import apply_migrations, pending_migrations
 
 
 def now() -> str:
@@ -49,6 +49,7 @@ class Store:
         self.readonly = readonly
         self.artifacts = self.path.with_name(self.path.name + "-artifacts")
         self._lock = threading.RLock()
+        self._depth = 0  # nesting level of atomic()
         self.conn = self._connect()
 
     # -- opening -----------------------------------------------------------------------------
@@ -70,6 +71,8 @@ class Store:
             with open(path, "rb") as fh:
                 if fh.read(16) != b"SQLite format 3\x00":
                     raise UserError(f"{path} is not a SQLite database (or its header is corrupted)")
+        if self.readonly:
+            self._migrate_before_reading(path)
         uri = f"file:{path}?mode=ro" if self.readonly else f"file:{path}"
         conn = None
         try:
@@ -91,6 +94,24 @@ class Store:
             raise UserError(f"cannot open database {path}: {exc}") from None
         return conn
 
+    def _migrate_before_reading(self, path: Path) -> None:
+        """A read-only command on a database from an older promptevo: bring its schema up to
+        date first (as opening it to write would), so every reader sees one schema."""
+        probe = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        try:
+            pending = pending_migrations(probe) if probe.execute(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = '_migrations'").fetchone()[0] else []
+        except sqlite3.DatabaseError:
+            return  # the read-only open below reports it
+        finally:
+            probe.close()
+        if not pending:
+            return
+        if not os.access(path, os.W_OK):
+            raise UserError(f"database {path} was written by an older promptevo and is read-only: "
+                            "make it writable once so its schema can be updated")
+        Store(path).close()
+
     def close(self) -> None:
         self.conn.close()
 
@@ -101,15 +122,29 @@ class Store:
         self.close()
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def atomic(self) -> Iterator[sqlite3.Connection]:
+        """A transaction that nests: the outermost level is BEGIN IMMEDIATE ... COMMIT, inner
+        levels are savepoints (as sqlite-utils' `atomic()`), so a repository method that writes
+        several rows can be called inside a larger unit of work and still land all or nothing."""
         with self._lock:
-            self.conn.execute("BEGIN IMMEDIATE")
+            depth = self._depth
+            name = f"sp{depth}"
+            self.conn.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT {name}")
+            self._depth += 1
             try:
                 yield self.conn
             except BaseException:
-                self.conn.execute("ROLLBACK")
+                self._depth -= 1
+                if depth == 0:
+                    self.conn.execute("ROLLBACK")
+                else:
+                    self.conn.execute(f"ROLLBACK TO {name}")
+                    self.conn.execute(f"RELEASE {name}")
                 raise
-            self.conn.execute("COMMIT")
+            self._depth -= 1
+            self.conn.execute("COMMIT" if depth == 0 else f"RELEASE {name}")
+
+    transaction = atomic
 
     def query(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
         with self._lock:
@@ -128,20 +163,32 @@ class Store:
             cur = conn.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks})", [safe_text(v) for v in row.values()])
             return int(cur.lastrowid)
 
+    def lookup(self, table: str, unique: dict[str, Any], extra: dict[str, Any] | None = None, id_column: str = "id") -> Any:
+        """Get-or-create by content (sqlite-utils' `lookup`): the id of the row whose `unique`
+        columns match, inserting it with `extra` when there is none. Idempotent under retries."""
+        row = {**unique, **(extra or {})}
+        where = " AND ".join(f"{k} = ?" for k in unique)
+        with self.atomic() as conn:
+            conn.execute(f"INSERT OR IGNORE INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                         [safe_text(v) for v in row.values()])
+            found = conn.execute(f"SELECT {id_column} FROM {table} WHERE {where}", list(unique.values())).fetchone()
+        return found[0]
+
     # -- records -----------------------------------------------------------------------------
 
     def add_prompt(self, text: str) -> str:
-        pid = prompt_id(text)
-        with self.transaction() as conn:
-            conn.execute("INSERT OR IGNORE INTO prompts (id, text) VALUES (?, ?)", [pid, text])
-        return pid
+        return self.lookup("prompts", {"id": prompt_id(text)}, {"text": text})
+
+    def prompt_texts(self, ids: Sequence[str]) -> dict[str, str]:
+        """Prompt id -> text for the given ids."""
+        ids = list(dict.fromkeys(ids))
+        if not ids:
+            return {}
+        return {r["id"]: r["text"] for r in self.query(
+            f"SELECT id, text FROM prompts WHERE id IN ({','.join('?' * len(ids))})", ids)}
 
     def add_render_config(self, config_hash: str, config: dict[str, Any]) -> None:
-        with self.transaction() as conn:
-            conn.execute(
-                "INSERT OR IGNORE INTO render_configs (hash, config_json) VALUES (?, ?)",
-                [config_hash, json.dumps(config, sort_keys=True)],
-            )
+        self.lookup("render_configs", {"hash": config_hash}, {"config_json": json.dumps(config, sort_keys=True)}, "hash")
 
     def log_llm_call(
         self,
@@ -210,18 +257,16 @@ class Store:
             tmp = dest.with_suffix(f".tmp{os.getpid()}")
             tmp.write_bytes(png)
             os.replace(tmp, dest)
-        with self.transaction() as conn:
-            conn.execute(
-                """INSERT OR IGNORE INTO images
-                   (render_config_hash, prompt, seed, content_hash, path, width, height, batch_size, created_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                [render_hash, prompt, seed, digest, str(rel), width, height, batch_size, now()],
-            )
-            row = conn.execute(
-                "SELECT id FROM images WHERE render_config_hash = ? AND prompt = ? AND seed = ?",
-                [render_hash, prompt, seed],
-            ).fetchone()
-        return int(row[0])
+        return int(self.lookup(
+            "images", {"render_config_hash": render_hash, "prompt": prompt, "seed": seed},
+            {"content_hash": digest, "path": str(rel), "width": width, "height": height,
+             "batch_size": batch_size, "created_at": now()}))
+
+    def image(self, image_id: int) -> dict[str, Any] | None:
+        return self.one("SELECT * FROM images WHERE id = ?", [image_id])
+
+    def images_count(self) -> int:
+        return int(self.one("SELECT COUNT(*) AS n FROM images")["n"])
 
     def image_path(self, image: dict[str, Any]) -> Path:
         return self.artifacts / image["path"]
@@ -234,18 +279,9 @@ class Store:
         )
 
     def save_score(self, *, image_id: int, scorer: str, version: str, target: str, value: float) -> int:
-        with self.transaction() as conn:
-            conn.execute(
-                """INSERT OR IGNORE INTO scores (image_id, scorer, scorer_version, target_prompt, value, created_at)
-                   VALUES (?, ?, ?, ?, ?, ?)""",
-                [image_id, scorer, version, target, float(value), now()],
-            )
-            row = conn.execute(
-                """SELECT id FROM scores WHERE image_id = ? AND scorer = ? AND scorer_version = ?
-                   AND target_prompt = ?""",
-                [image_id, scorer, version, target],
-            ).fetchone()
-        return int(row[0])
+        return int(self.lookup(
+            "scores", {"image_id": image_id, "scorer": scorer, "scorer_version": version, "target_prompt": target},
+            {"value": float(value), "created_at": now()}))
 
     def schema(self) -> dict[str, list[str]]:
         """Table name -> column names, for tests and `runs show`."""

@@ -21,6 +21,7 @@ uncertainty. What it cannot show: anything about image quality, real LLMs or HPS
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 
@@ -50,11 +51,18 @@ VOCABULARY = ("misty neon pastel gritty minimal baroque noir vintage surreal glo
 
 
 def synthetic_render_config() -> RenderConfig:
-    return RenderConfig(model=SYNTHETIC, steps=0, guidance=0.0, width=_SHAPE[2], height=_SHAPE[1], device="cpu", max_batch=256)
+    return RenderConfig(model=SYNTHETIC, steps=0, guidance=0.0, width=_SHAPE[2], height=_SHAPE[1], device="cpu",
+                        max_batch=256, kind="synthetic")
 
 
 def synthetic_scorer_config() -> ScorerConfig:
-    return ScorerConfig(version=SYNTHETIC, arch="all-MiniLM-L6-v2", device="cpu")
+    return ScorerConfig(version=SYNTHETIC, arch="all-MiniLM-L6-v2", device="cpu", kind="synthetic")
+
+
+@functools.cache
+def shared_embedder() -> Embedder:
+    """One sentence embedder for every synthetic component of a process (it loads in seconds)."""
+    return Embedder()
 
 
 class SyntheticRenderer:
@@ -66,6 +74,9 @@ class SyntheticRenderer:
 
     def token_count(self, text: str) -> int:
         return len(text.split()) + 2
+
+    def full_decoder(self) -> SyntheticRenderer:
+        return self
 
     def render(self, prompts: Sequence[str], seeds: Sequence[int]):
         import torch
@@ -91,9 +102,11 @@ class SyntheticScorer:
         self._naive: dict[str, np.ndarray] = {}
         self.image_forwards = 0
 
-    @property
-    def name(self) -> str:
-        return "synthetic-v1"
+    name = "synthetic-v1"
+    version = SYNTHETIC
+
+    def clear_cache(self) -> None:
+        self._naive.clear()
 
     def score(self, images, prompts: Sequence[str]) -> list[float]:
         import torch
@@ -144,36 +157,28 @@ class SimulatedLLM:
         self._vectors: dict[str, np.ndarray] = {}
         self.calls = 0
 
-    def complete(self, conversations, *, temperature=None, seed=None) -> list[Completion]:
-        self.calls += len(conversations)
+    def complete(self, requests, *, temperature=None, seed=None) -> list[Completion]:
+        self.calls += len(requests)
         # Each conversation's own seed: two identical requests in one batch (the ablation asks for
         # two blind edits of the same instruction) must still get different answers.
-        return [Completion(text=self._reply(m, f"{seed}/{i}"), model=self.model_name, attempts=1)
-                for i, m in enumerate(conversations)]
+        return [Completion(text=self._reply(r, f"{seed}/{i}"), model=self.model_name, attempts=1)
+                for i, r in enumerate(requests)]
 
-    def _critique(self, user: str) -> str:
+    def _critique(self, shown) -> str:
         """What an LLM reading the examples might conclude, imitated with sentence embeddings: the
         direction in which the better prompts differ from the low ones (weighted by the score gap;
         professional prompts count as better when no better prompt is shown), then the words from
         the better and professional prompts that point furthest along it (to add) and the
         low prompts' words that point furthest against it (to drop). It sees only what the prompt
-        shows: texts and scores, never the scorer's hidden target."""
+        shows: texts and scores as printed (two decimals), never the scorer's hidden target."""
         examples = []  # (low text, [(better text, score gap)], [professional texts])
         subject = set()
-        for block in user.split("Short prompt:")[1:]:  # one example per short prompt
-            lines = block.splitlines()
-            subject |= set(keywords(lines[0], 40))
-            low, low_score, better, professional = "", 0.0, [], []
-            for line in lines[1:]:
-                body, score = line.split(":", 1)[-1].strip(), re.search(r"\(score (-?[0-9.]+)\)", line)
-                if line.startswith("Low-scoring prompt"):
-                    low, low_score = body, float(score.group(1)) if score else 0.0
-                elif line.startswith("Better prompt"):
-                    better.append((body, max((float(score.group(1)) if score else low_score) - low_score, 0.0)))
-                elif line.startswith("Professional prompt") and body:
-                    professional.append(body)
-            if low:
-                examples.append((low, better, professional))
+        for e in shown:
+            subject |= set(keywords(e.naive, 40))
+            low_score = round(e.low_score, 2)
+            better = [] if e.better is None else [(e.better, max(round(e.better_score, 2) - low_score, 0.0))]
+            if e.low:
+                examples.append((e.low, better, [r for r in e.references if r]))
         if not examples:
             return "Inference 1: no examples.\nImprovement 1: Keep the instruction."
         encode, steps = self._encode, []
@@ -209,19 +214,17 @@ class SimulatedLLM:
             self.embedder = Embedder()
         return cached_vectors(self._vectors, self.embedder, texts)
 
-    def _reply(self, messages, seed: str = "") -> str:
-        system, user = messages[0]["content"], messages[-1]["content"]
-        if "You write prompts" in system:
-            lines = system.splitlines()
-            instruction = " ".join(line for line in lines[1:] if not line.startswith("Reply with"))
-            prompt = user.rsplit("Prompt:", 1)[-1].strip()
-            words = keywords(instruction, limit=10)
+    def _reply(self, request, seed: str = "") -> str:
+        fields = request.fields
+        if request.role == "generator":
+            words = keywords(str(fields["instruction"]), limit=10)
+            prompt = str(fields["prompt"]).strip()
             return prompt + (", " + ", ".join(words) if words else "")
-        if "You review" in system:
-            return self._critique(user)
-        base = re.search(r"<instruction>\n?(.*?)\n?</instruction>", user, re.S)
-        base_text = base.group(1).strip() if base else ""
-        improvement = user.split("Improvement to make:", 1)[-1].strip().splitlines()[0] if "Improvement to make:" in user else ""
+        if request.role == "gradient":
+            return self._critique(fields["examples"])
+        base_text = str(fields["instruction"]).strip()
+        lines = str(fields["improvement"]).strip().splitlines()
+        improvement = lines[0] if lines else ""
         add = re.search(r"Add the words (.*?)(?: and drop the words|\.?$)", improvement)
         drop = re.search(r"drop the words (.*?)\.?$", improvement)
         added = keywords(add.group(1), 6) if add else []
@@ -247,6 +250,7 @@ def noise_free_runs(out_dir, models=None) -> list[dict]:
     from pathlib import Path
 
     from promptevo.generator import rewrite
+    from promptevo.repository import RunRepository
     from promptevo.store import Store
 
     llm, renderer, scorer = models or synthetic_models()
@@ -254,11 +258,10 @@ def noise_free_runs(out_dir, models=None) -> list[dict]:
     for db in sorted(Path(out_dir, "runs").glob("*-r*.db")):
         arm, _, repeat = db.stem.rpartition("-r")
         with Store(db, readonly=True) as store:
-            run = store.one("SELECT id, best_instruction_id FROM runs")
-            prompts = [r["text"] for r in store.query(
-                """SELECT p.text FROM run_prompts rp JOIN prompts p ON p.id = rp.prompt_id
-                   WHERE rp.run_id = ? AND rp.split = 'heldout' ORDER BY rp.position""", [run["id"]])]
-            rows = store.query("SELECT id, origin, text FROM instructions WHERE run_id = ? AND origin != 'baseline' ORDER BY id", [run["id"]])
+            repo = RunRepository(store)
+            run = repo.first_run()
+            prompts = [p["text"] for p in repo.prompts(run["id"], "heldout")]
+            rows = [i for i in repo.instructions(run["id"]) if i["origin"] != "baseline"]
         if not prompts or not run["best_instruction_id"]:
             continue  # unfinished run
         texts = [g.text for row in rows for g in rewrite(  # all instructions in one batch
@@ -275,7 +278,7 @@ def noise_free_runs(out_dir, models=None) -> list[dict]:
 
 def synthetic_models(embedder: Embedder | None = None):
     """(llm, renderer, scorer) for the synthetic benchmark, sharing one embedder."""
-    embedder = embedder or Embedder()
+    embedder = embedder or shared_embedder()
     return SimulatedLLM(embedder), SyntheticRenderer(embedder), SyntheticScorer(embedder)
 
 

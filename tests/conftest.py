@@ -40,9 +40,24 @@ def smollm(tiny):
     return LocalLLM(tiny.llm)
 
 
+@pytest.fixture(scope="session")
+def evaluator(renderer, scorer):
+    """The tiny renderer and HPS-architecture reward behind the evaluation boundary."""
+    from promptevo.evaluation import LocalEvaluator
+
+    return LocalEvaluator(renderer, [scorer])
+
+
 @pytest.fixture
 def store(tmp_path):
     from promptevo.store import Store
 
     with Store(tmp_path / "test.db") as s:
         yield s
+
+
+@pytest.fixture
+def repo(store):
+    from promptevo.repository import RunRepository
+
+    return RunRepository(store)

@@ -6,18 +6,16 @@ import sys
 from promptevo.config import PROFILES
 from promptevo.llm import ScriptedLLM
 from promptevo.optimize import Optimizer
-from promptevo.render import DiffusersRenderer
-from promptevo.score import HPSScorer
+from promptevo.registry import build_components
 from promptevo.store import Store
 
 from tests.scripted import script
 
 if __name__ == "__main__":
     db, run_id = sys.argv[1], sys.argv[2]
-    profile = PROFILES["tiny"]
-    renderer, scorer = DiffusersRenderer(profile.render), HPSScorer(profile.scorer)
+    evaluator = build_components(PROFILES["tiny"], llm=False).evaluator
     print("ready", flush=True)
     with Store(db) as store:
-        Optimizer(store, run_id, llm=ScriptedLLM(script), renderer=renderer, scorer=scorer,
+        Optimizer(store, run_id, llm=ScriptedLLM(script), evaluator=evaluator,
                   on_progress=lambda p: print(f"stage {p.stage}|{p.round}", flush=True)).run_all()
     print("done", flush=True)

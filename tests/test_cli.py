@@ -79,15 +79,17 @@ def test_module_entry_point_runs():
 
 
 def test_rewrite_logs_calls_when_given_a_database(tmp_path, monkeypatch):
-    from promptevo import llm as llm_module
+    from promptevo import registry
+    from promptevo.llm import ScriptedLLM
+    from promptevo.repository import RunRepository
     from promptevo.store import Store
 
-    monkeypatch.setattr(llm_module, "load_llm", lambda cfg: llm_module.ScriptedLLM(["A misty waterfall, dawn light"]))
+    monkeypatch.setattr(registry, "build_llm", lambda cfg: ScriptedLLM(["A misty waterfall, dawn light"]))
     r = invoke("rewrite", "a waterfall", "--db", str(tmp_path / "calls.db"), "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)[0]["rewrite"] == "A misty waterfall, dawn light"
     with Store(tmp_path / "calls.db") as s:
-        [call] = s.query("SELECT * FROM llm_calls")
+        [call] = RunRepository(s).llm_calls(None)
     assert call["role"] == "generator" and call["response"] == "A misty waterfall, dawn light"
 
 

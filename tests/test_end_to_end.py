@@ -36,33 +36,38 @@ def finished_run(tmp_path_factory):
 
 
 def test_optimize_with_real_smollm2_stores_gradients_and_heldout(finished_run):
-    import sqlite3
+    from promptevo.repository import RunRepository
+    from promptevo.store import Store
 
     db, summary = finished_run
     assert summary["status"] == "finished"
-    conn = sqlite3.connect(db)
-    roles = dict(conn.execute("SELECT role, COUNT(*) FROM llm_calls WHERE error IS NULL GROUP BY role").fetchall())
-    assert roles.get("generator", 0) >= 12 and roles.get("gradient", 0) >= 1
-    models = {m for (m,) in conn.execute("SELECT DISTINCT model FROM llm_calls")}
-    assert any("SmolLM2-135M-Instruct" in m for m in models)
-    # gradient text and new instructions come from the model's own replies
-    grad = conn.execute("SELECT g.text, c.response FROM gradients g JOIN llm_calls c ON c.id = g.llm_call_id").fetchall()
-    assert grad and all(t == r and t.strip() for t, r in grad)
-    new = conn.execute("""SELECT i.text, c.response FROM instructions i JOIN llm_calls c ON c.id = i.llm_call_id
-                          WHERE i.origin = 'modifier'""").fetchall()
-    assert new, "SmolLM2 wrote no usable instruction in 3 rounds"
-    assert all(re.sub(r"\s+", " ", t)[:30] in re.sub(r"\s+", " ", r) for t, r in new)
-    assert {row["arm"] for row in summary["heldout"]} == {"best", "initial", "naive"}
-    # --reference-db: the nearest reference prompts were shown to the gradient
-    used = [json.loads(d) for (d,) in conn.execute("SELECT data_json FROM events WHERE kind = 'reference_prompts'")]
-    assert used
-    ref = sqlite3.connect(db.with_name("reference.db"))
-    texts = {i: t for i, t in ref.execute("SELECT id, text FROM prompts")}
-    messages = " ".join(m for (m,) in conn.execute("SELECT messages_json FROM llm_calls WHERE role = 'gradient'"))
+    with Store(db, readonly=True) as store:
+        repo = RunRepository(store)
+        run_id = summary["run_id"]
+        calls = {c["id"]: c for c in repo.llm_calls(run_id)}
+        roles = [c["role"] for c in calls.values() if c["error"] is None]
+        assert roles.count("generator") >= 12 and roles.count("gradient") >= 1
+        assert any("SmolLM2-135M-Instruct" in c["model"] for c in calls.values())
+        # gradient text and new instructions come from the model's own replies
+        grads = repo.gradients(run_id)
+        assert grads and all(g["text"] == calls[g["llm_call_id"]]["response"] and g["text"].strip() for g in grads)
+        new = repo.instructions(run_id, origin="modifier")
+        assert new, "SmolLM2 wrote no usable instruction in 3 rounds"
+        assert all(re.sub(r"\s+", " ", i["text"])[:30] in re.sub(r"\s+", " ", calls[i["llm_call_id"]]["response"]) for i in new)
+        assert {row["arm"] for row in summary["heldout"]} == {"best", "initial", "naive"}
+        # --reference-db: the nearest reference prompts were shown to the gradient
+        used = [e["data"] for e in repo.events(run_id, "reference_prompts")]
+        assert used
+        messages = " ".join(c["messages_json"] for c in calls.values() if c["role"] == "gradient")
+        images = store.images_count()
+    with Store(db.with_name("reference.db"), readonly=True) as ref:
+        from promptevo.promptdb import PromptDB
+
+        texts = {r["id"]: r["text"] for r in PromptDB(ref).select()}
     for event in used:
         for r in event["references"]:
             assert json.dumps(texts[r["reference_id"]])[1:-1] in messages
-    assert conn.execute("SELECT COUNT(*) FROM images").fetchone()[0] == len(list((db.parent / "run.db-artifacts" / "images").rglob("*.png")))
+    assert images == len(list((db.parent / "run.db-artifacts" / "images").rglob("*.png")))
 
 
 def test_runs_commands_on_the_finished_run(finished_run, tmp_path):

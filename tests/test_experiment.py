@@ -32,7 +32,7 @@ def synthetic():
 
 
 def test_synthetic_scorer_is_deterministic_prefers_the_hidden_target_and_keeps_fidelity(synthetic, tmp_path):
-    from promptevo.imaging import Job, render_and_score
+    from promptevo.evaluation import CachedEvaluator, Job, LocalEvaluator
     from promptevo.store import Store
 
     _, renderer, scorer = synthetic
@@ -46,7 +46,8 @@ def test_synthetic_scorer_is_deterministic_prefers_the_hidden_target_and_keeps_f
     noisy = scorer.score(renderer.render(prompts[:1] * 3, [1, 2, 3]).images, ["a desert"] * 3)
     assert len(set(noisy)) == 3  # seeded noise
     with Store(tmp_path / "s.db") as store:  # through PNGs and the cache: the same scores
-        results = render_and_score(store, renderer, scorer, [Job(p, 1, "a desert") for p in prompts])
+        evaluator = LocalEvaluator(renderer, [scorer])
+        results = CachedEvaluator(store, evaluator).evaluate([Job(p, 1, "a desert", evaluator.search_variant) for p in prompts])
     assert [r.score for r in results] == pytest.approx(first, abs=0.05)
     assert scorer.name == "synthetic-v1"
     # the diagnostic noise-free value is the score's mean over seeds
@@ -60,12 +61,15 @@ def test_simulated_llm_follows_instructions_and_critiques(synthetic):
 
     [rw] = ask(llm, "generator", [{"instruction": "Add cinematic, lighting. Keep it short.", "prompt": "a fox"}], role="generator")
     assert rw.completion.text.startswith("a fox, cinematic, lighting")
-    examples = ("Short prompt: a fox\nLow-scoring prompt (score 1.0): a fox, dull, blurry\n"
-                "Better prompt (score 3.0): a fox, cinematic golden hour light, detailed\n"
-                "Professional prompt for a similar subject: a red fox, dramatic sunlight, sharp focus\n\n"
-                "Short prompt: a cat\nLow-scoring prompt (score 1.0): a cat, dull, blurry\n"
-                "Better prompt (score 2.0): a cat, cinematic, detailed, warm light")
-    [g] = ask(llm, "gradient", [{"instruction": "x", "examples": examples, "n": 2}], role="gradient")
+    from promptevo.critic import CritiqueExample, Examples
+
+    shown = Examples([
+        CritiqueExample("a fox", "a fox, dull, blurry", 1.0, "a fox, cinematic golden hour light, detailed", 3.0,
+                        ("a red fox, dramatic sunlight, sharp focus",)),
+        CritiqueExample("a cat", "a cat, dull, blurry", 1.0, "a cat, cinematic, detailed, warm light", 2.0)])
+    examples = format(shown)
+    [g] = ask(llm, "gradient", [{"instruction": "x", "examples": shown, "n": 2}], role="gradient")
+    assert "Low-scoring prompt (score 1.00): a fox, dull, blurry" in g.messages[-1]["content"]
     text = g.completion.text
     added = set(re.findall(r"Add the words ([^.]*?)(?: and drop|\.)", text)[0].split(", "))
     shown = set(re.findall(r"[a-z]+", examples.split("Low-scoring")[1])) | {"cinematic", "detailed", "warm", "light"}
@@ -100,14 +104,15 @@ def test_simulated_critique_points_towards_the_hidden_preferences_it_never_sees(
         per_seed = [scorer.score(renderer.render(texts, [s] * len(texts)).images, targets) for s in seeds]
         return np.mean(per_seed, axis=0)
 
+    from promptevo.critic import CritiqueExample, Examples
+
     blocks = []
     for prompt in naive:
         rewrites = [prompt + ", " + ", ".join(rng.choice(pool, 4, replace=False)) for _ in range(6)]
         scores = gains(rewrites, [prompt] * 6, seeds=(7,))
         low, high = int(np.argmin(scores)), int(np.argmax(scores))
-        blocks.append(f"Short prompt: {prompt}\nLow-scoring prompt (score {scores[low]:.2f}): {rewrites[low]}\n"
-                      f"Better prompt (score {scores[high]:.2f}): {rewrites[high]}")
-    [g] = ask(llm, "gradient", [{"instruction": "x", "examples": "\n\n".join(blocks), "n": 2}], role="gradient")
+        blocks.append(CritiqueExample(prompt, rewrites[low], float(scores[low]), rewrites[high], float(scores[high])))
+    [g] = ask(llm, "gradient", [{"instruction": "x", "examples": Examples(blocks), "n": 2}], role="gradient")
     proposed = [w for m in re.findall(r"Add the words ([^.]*?)(?: and drop|\.)", g.completion.text) for w in m.split(", ")]
     assert len(proposed) >= 3
 

@@ -2,7 +2,8 @@ import pytest
 
 from promptevo.config import LLMConfig
 from promptevo.generator import fit_window, rewrite
-from promptevo.llm import LLMFatalError, OpenAIChatLLM, ScriptedLLM
+from promptevo.llm import LLMFatalError, OpenAIChatLLM, Request, ScriptedLLM
+from promptevo.repository import RunRepository
 
 from .openai_server import ScriptedServer
 
@@ -16,7 +17,7 @@ def test_openai_backend_sends_messages_and_reads_usage(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-123")
     with ScriptedServer() as server:
         llm = openai_llm(server.url)
-        [c] = llm.complete([[{"role": "user", "content": "hi"}]])
+        [c] = llm.complete([Request("generator", [{"role": "user", "content": "hi"}])])
     assert c.ok and c.text.startswith("A misty waterfall")
     assert (c.prompt_tokens, c.completion_tokens, c.attempts) == (11, 7, 1)
     assert server.requests[0]["body"]["messages"] == [{"role": "user", "content": "hi"}]
@@ -26,7 +27,7 @@ def test_openai_backend_sends_messages_and_reads_usage(monkeypatch):
 def test_openai_backend_gives_each_conversation_of_a_batch_its_own_seed(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-123")
     with ScriptedServer() as server:
-        openai_llm(server.url).complete([[{"role": "user", "content": "same"}]] * 3, seed=40)
+        openai_llm(server.url).complete([Request("modifier", [{"role": "user", "content": "same"}])] * 3, seed=40)
     assert sorted(r["body"]["seed"] for r in server.requests) == [40, 41, 42]
 
 
@@ -35,7 +36,7 @@ def test_transient_faults_are_retried(monkeypatch, fault):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     with ScriptedServer(slow_s=3.0) as server:
         server.behaviours = [fault]
-        [c] = openai_llm(server.url).complete([[{"role": "user", "content": "hi"}]])
+        [c] = openai_llm(server.url).complete([Request("generator", [{"role": "user", "content": "hi"}])])
     assert c.ok and c.attempts == 2
     assert len(server.requests) == 2
 
@@ -44,7 +45,7 @@ def test_retries_are_bounded_and_the_failure_is_returned(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     with ScriptedServer() as server:
         server.behaviours = ["500"] * 10
-        [c] = openai_llm(server.url).complete([[{"role": "user", "content": "hi"}]])
+        [c] = openai_llm(server.url).complete([Request("generator", [{"role": "user", "content": "hi"}])])
     assert not c.ok and c.attempts == 3 and "HTTP 500" in c.error
     assert len(server.requests) == 3
 
@@ -55,7 +56,7 @@ def test_fatal_errors_stop_at_once(monkeypatch, fault):
     with ScriptedServer() as server:
         server.behaviours = [fault]
         with pytest.raises(LLMFatalError):
-            openai_llm(server.url).complete([[{"role": "user", "content": "hi"}]])
+            openai_llm(server.url).complete([Request("generator", [{"role": "user", "content": "hi"}])])
     assert len(server.requests) == 1
 
 
@@ -68,10 +69,10 @@ def test_missing_key_without_server_is_a_clear_error(monkeypatch):
 
 
 def test_rewrite_logs_every_call_with_template_hash(store):
-    llm = ScriptedLLM(lambda m: "Here is the prompt: a vivid " + m[-1]["content"].removeprefix("Prompt: "))
+    llm = ScriptedLLM(lambda r: "Here is the prompt: a vivid " + r.fields["prompt"])
     out = rewrite(llm, "Be vivid.", ["a waterfall", "a samurai"], store=store)
     assert [r.text for r in out] == ["a vivid a waterfall", "a vivid a samurai"]
-    rows = store.query("SELECT * FROM llm_calls ORDER BY id")
+    rows = RunRepository(store).llm_calls(None)
     assert len(rows) == 2 and {r["role"] for r in rows} == {"generator"}
     assert rows[0]["template"] == "generator" and len(rows[0]["template_hash"]) == 16
     assert "Be vivid." in rows[0]["messages_json"]

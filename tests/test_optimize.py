@@ -12,10 +12,10 @@ PROMPTS = ["a waterfall", "a samurai", "a lighthouse at night", "a fox in the sn
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_loop(store, tiny, renderer, scorer, llm=None, **kw):
+def run_loop(store, tiny, evaluator, llm=None, **kw):
     config = OptimizeConfig(**{"rounds": 2, "batch_size": 2, **kw})
     run_id = create_run(store, tiny, config, PROMPTS)
-    summary = Optimizer(store, run_id, llm=llm or ScriptedLLM(script), renderer=renderer, scorer=scorer).run_all()
+    summary = Optimizer(store, run_id, llm=llm or ScriptedLLM(script), evaluator=evaluator).run_all()
     return run_id, summary
 
 
@@ -26,29 +26,27 @@ def test_split_is_deterministic_and_disjoint():
 
 
 @pytest.mark.parametrize("selector", ["ucb", "greedy", "epsilon-greedy", "random", "round-robin"])
-def test_loop_runs_with_every_selector(store, tiny, renderer, scorer, selector):
-    run_id, summary = run_loop(store, tiny, renderer, scorer, selector=selector)
-    rounds = store.query("SELECT * FROM rounds WHERE run_id = ? ORDER BY round", [run_id])
+def test_loop_runs_with_every_selector(store, repo, tiny, evaluator, selector):
+    run_id, summary = run_loop(store, tiny, evaluator, selector=selector)
+    rounds = repo.rounds(run_id)
     assert [(r["round"], r["phase"], r["status"]) for r in rounds] == [
         (1, "search", "finished"), (2, "search", "finished"), (3, "selection", "finished"), (4, "evaluation", "finished")]
     for r in rounds[:2]:
         plan = json.loads(r["plan_json"])
         assert len(plan["prompts"]) == 2 and len(set(plan["arms"])) == 2
         # paired design: every arm and the naive prompt on the same (prompt, seed) pairs
-        pairs = store.query("SELECT arm, prompt_id, seed FROM trials WHERE run_id = ? AND round = ?", [run_id, r["round"]])
         by_arm = {}
-        for p in pairs:
-            by_arm.setdefault(p["arm"], set()).add((p["prompt_id"], p["seed"]))
+        for t in repo.trials(run_id, round=r["round"]):
+            by_arm.setdefault(t.arm, set()).add((t.prompt_id, t.seed))
         assert len(by_arm) == 3 and len({frozenset(v) for v in by_arm.values()}) == 1
     # scores are against the naive prompt, not the rewrite
-    rows = store.query("""SELECT p.text AS naive, s.target_prompt FROM trials t JOIN prompts p ON p.id = t.prompt_id
-                          JOIN scores s ON s.id = t.score_id WHERE t.run_id = ?""", [run_id])
-    assert all(r["naive"] == r["target_prompt"] for r in rows)
+    texts = {p["id"]: p["text"] for p in repo.prompts(run_id)}
+    trials = repo.trials(run_id)
+    assert trials and all(row["target"] == texts[t.prompt_id] for t in trials for row in t.score_rows.values())
     # gradients made new instructions with lineage, and the population stays at its size
-    new = store.query("SELECT * FROM instructions WHERE run_id = ? AND origin = 'modifier'", [run_id])
+    new = repo.instructions(run_id, origin="modifier")
     assert new and all(n["parent_id"] and n["gradient_id"] for n in new)
-    alive = store.query("SELECT * FROM instructions WHERE run_id = ? AND retired_round IS NULL", [run_id])
-    assert len(alive) >= 3
+    assert len([i for i in repo.instructions(run_id) if i["retired_round"] is None]) >= 3
     assert summary["best_instruction"] is not None
     # the selection pass chose the best: the highest gain on its shared prompts
     compared = [i["selection_gain"] for i in summary["instructions"] if i["selection_gain"] is not None]
@@ -61,64 +59,75 @@ def test_loop_runs_with_every_selector(store, tiny, renderer, scorer, selector):
             assert d["ci_low"] <= d["mean"] <= d["ci_high"] and d["n"] == 2 * 2  # 2 held-out prompts x 2 seeds
 
 
-def test_pulls_grow_only_on_pulls(store, tiny, renderer, scorer):
-    run_id, summary = run_loop(store, tiny, renderer, scorer, rounds=3)
-    plans = [json.loads(r["plan_json"]) for r in store.query(
-        "SELECT plan_json FROM rounds WHERE run_id = ? AND phase = 'search'", [run_id])]
+def test_pulls_grow_only_on_pulls(store, repo, tiny, evaluator):
+    run_id, summary = run_loop(store, tiny, evaluator, rounds=3)
+    plans = [json.loads(r["plan_json"]) for r in repo.rounds(run_id) if r["phase"] == "search"]
     for item in summary["instructions"]:
         assert item["pulls"] == sum(item["id"] in p["arms"] for p in plans)
 
 
-def test_gradient_sees_weak_rewrites_and_better_prompts(store, tiny, renderer, scorer):
+def test_every_llm_call_names_its_role_and_the_critic_sees_structured_examples(store, repo, tiny, evaluator):
     llm = ScriptedLLM(script)
-    run_loop(store, tiny, renderer, scorer, llm=llm, rounds=1)
-    gradient_calls = [c for c in llm.calls if "You review" in c[0]["content"]]
-    assert len(gradient_calls) == 1
-    text = gradient_calls[0][-1]["content"]
-    assert "Low-scoring prompt" in text and "Better prompt" in text
-    call = store.one("SELECT * FROM llm_calls WHERE role = 'gradient'")
+    run_id, _ = run_loop(store, tiny, evaluator, llm=llm, rounds=1)
+    assert set(llm.roles()) == {"generator", "gradient", "modifier"}
+    [critique] = [r for r in llm.calls if r.role == "gradient"]
+    examples = critique.fields["examples"]
+    assert examples and all(e.low and (e.better or e.references) for e in examples)
+    assert all(e.better_score > e.low_score for e in examples if e.better)
+    text = critique.messages[-1]["content"]  # what a real LLM reads: the same examples as text
+    assert all(f"Low-scoring prompt (score {e.low_score:.2f}): {e.low}" in text for e in examples)
+    [call] = repo.llm_calls(run_id, role="gradient")
     assert call["template"] == "gradient" and call["template_hash"]
 
 
-def test_no_gradient_ablation_makes_instructions_without_critique(store, tiny, renderer, scorer):
+def test_no_gradient_ablation_makes_instructions_without_critique(store, repo, tiny, evaluator):
     llm = ScriptedLLM(script)
-    run_id, _ = run_loop(store, tiny, renderer, scorer, llm=llm, gradient=False)
-    assert not [c for c in llm.calls if "You review" in c[0]["content"]]
-    assert store.query("SELECT * FROM instructions WHERE run_id = ? AND origin = 'modifier'", [run_id])
+    run_id, _ = run_loop(store, tiny, evaluator, llm=llm, gradient=False)
+    assert "gradient" not in llm.roles()
+    assert repo.instructions(run_id, origin="modifier")
 
 
-def test_malformed_llm_output_keeps_the_loop_running(store, tiny, renderer, scorer):
-    run_id, summary = run_loop(store, tiny, renderer, scorer, llm=ScriptedLLM(junk))
+def test_malformed_llm_output_keeps_the_loop_running(store, repo, tiny, evaluator):
+    run_id, summary = run_loop(store, tiny, evaluator, llm=ScriptedLLM(junk))
     assert summary["heldout"]
-    handled = store.query("SELECT handling FROM rewrites WHERE run_id = ? AND handling IS NOT NULL", [run_id])
-    assert handled  # unusable rewrites fell back to the naive prompt, and say so
-    assert store.query("SELECT * FROM instructions WHERE run_id = ? AND origin = 'modifier'", [run_id]) == []
-    kinds = {e["kind"] for e in store.query("SELECT kind FROM events WHERE run_id = ?", [run_id])}
+    assert [r for r in repo.rewrites(run_id) if r["handling"]]  # unusable rewrites fell back to the naive prompt, and say so
+    assert repo.instructions(run_id, origin="modifier") == []
+    kinds = {e["kind"] for e in repo.events(run_id)}
     assert "instruction_rejected" in kinds or "gradient_skipped" in kinds
     assert not list(Path(".").glob("rm*"))
 
 
-def test_overlong_rewrites_are_cut_to_the_text_window(store, tiny, renderer, scorer):
-    long = ScriptedLLM(lambda m: "a " + "very detailed glowing " * 60 if "You write" in m[0]["content"] else script(m))
-    run_id, _ = run_loop(store, tiny, renderer, scorer, llm=long, rounds=1)
-    rows = store.query("SELECT text, handling FROM rewrites WHERE run_id = ?", [run_id])
+def test_overlong_rewrites_are_cut_to_the_text_window(store, repo, tiny, evaluator, renderer):
+    long = ScriptedLLM(lambda r: "a " + "very detailed glowing " * 60 if r.role == "generator" else script(r))
+    run_id, _ = run_loop(store, tiny, evaluator, llm=long, rounds=1)
+    rows = repo.rewrites(run_id)
     assert rows and all("truncated_to_text_window" in r["handling"] for r in rows)
     assert all(renderer.token_count(r["text"]) <= 77 for r in rows)
 
 
-def test_tiny_vae_decodes_search_rounds_and_the_full_vae_the_final_numbers(store, tiny, scorer):
+def test_tiny_vae_decodes_search_rounds_and_the_full_vae_the_final_numbers(store, repo, tiny, scorer):
     import dataclasses
 
+    from promptevo.evaluation import LocalEvaluator
     from promptevo.render import DiffusersRenderer
 
     fast = DiffusersRenderer(dataclasses.replace(tiny.render, tiny_vae="tiny"))
     full = fast.full_decoder()
     assert full.config.hash == tiny.render.hash != fast.config.hash and full.pipe is fast.pipe
-    run_id, _ = run_loop(store, tiny, fast, scorer)
-    rows = store.query("""SELECT r.phase, i.render_config_hash AS h FROM trials t JOIN images i ON i.id = t.image_id
-                          JOIN rounds r ON r.run_id = t.run_id AND r.round = t.round WHERE t.run_id = ?""", [run_id])
+    evaluator = LocalEvaluator(fast, [scorer])
+    assert evaluator.search_variant.hash == fast.config.hash and evaluator.final_variant.hash == full.config.hash
+    run_id, _ = run_loop(store, tiny, evaluator)
     by_phase = {}
-    for row in rows:
-        by_phase.setdefault(row["phase"], set()).add(row["h"])
+    for t in repo.trials(run_id):
+        by_phase.setdefault(t.phase, set()).add(t.variant_hash)
     assert by_phase == {"search": {fast.config.hash}, "selection": {full.config.hash}, "evaluation": {full.config.hash}}
     assert type(fast.pipe.vae).__name__ == "AutoencoderTiny"  # restored after each full-decoder call
+
+
+def test_stages_are_found_by_phase_not_by_round_number(store, repo, tiny, evaluator):
+    """A run with no search rounds still has its selection pass and held-out evaluation, under
+    the next free round numbers, and a resumed run finds them by their stored phase."""
+    run_id, summary = run_loop(store, tiny, evaluator, rounds=0)
+    assert [(r["round"], r["phase"]) for r in repo.rounds(run_id)] == [(1, "selection"), (2, "evaluation")]
+    again = Optimizer(store, run_id, llm=ScriptedLLM(script), evaluator=evaluator).run_all()
+    assert len(repo.rounds(run_id)) == 2 and again["heldout"] == summary["heldout"]

@@ -179,17 +179,20 @@ def test_tags_splits_and_export(tmp_path):
         assert [r["text"] for r in csv.DictReader(fh)] == [r["text"] for r in test]
 
 
-def test_score_is_cached_and_summarised(tmp_path, renderer, scorer):
+def test_score_is_cached_and_summarised(tmp_path, renderer, evaluator):
+    from promptevo.evaluation import CachedEvaluator
+
     (tmp_path / "p.txt").write_text("a waterfall\na samurai\na lighthouse\n", encoding="utf-8")
     with Store(tmp_path / "p.db") as store:
         pdb = PromptDB(store)
         pdb.import_file(tmp_path / "p.txt")
         rows = pdb.select()
+        cached = CachedEvaluator(store, evaluator)
         calls = renderer.pipeline_calls
-        first = pdb.score(rows, renderer, scorer, [0, 1], batch=4)
+        first = pdb.score(rows, cached, [0, 1], batch=4)
         assert renderer.pipeline_calls > calls
         calls = renderer.pipeline_calls
-        again = pdb.score(rows, renderer, scorer, [0, 1], batch=4)
+        again = pdb.score(rows, cached, [0, 1], batch=4)
         assert renderer.pipeline_calls == calls  # nothing rendered twice
         assert [r["mean"] for r in again] == [r["mean"] for r in first] and all(r["cached"] == 2 for r in again)
         stats = pdb.stats()
@@ -217,10 +220,11 @@ def test_database_opens_in_datasette(lexica_db):
     assert rows and all("waterfall" in r["text"].lower() for r in rows)
 
 
-def test_reference_db_feeds_the_nearest_prompts_into_gradients(tmp_path, lexica_db, embedder, tiny, renderer, scorer):
+def test_reference_db_feeds_the_nearest_prompts_into_gradients(tmp_path, lexica_db, embedder, tiny, evaluator):
     from promptevo.llm import ScriptedLLM
     from promptevo.optimize import OptimizeConfig, Optimizer, create_run
     from promptevo.references import ReferencePrompts
+    from promptevo.repository import RunRepository
 
     from .scripted import script
 
@@ -229,9 +233,10 @@ def test_reference_db_feeds_the_nearest_prompts_into_gradients(tmp_path, lexica_
     with Store(tmp_path / "run.db") as store:
         run_id = create_run(store, tiny, config, prompts)
         refs = ReferencePrompts(lexica_db, 2, embedder=embedder)
-        Optimizer(store, run_id, llm=ScriptedLLM(script), renderer=renderer, scorer=scorer, references=refs).run_all()
-        calls = store.query("SELECT messages_json FROM llm_calls WHERE run_id = ? AND role = 'gradient'", [run_id])
-        events = store.query("SELECT data_json FROM events WHERE run_id = ? AND kind = 'reference_prompts'", [run_id])
+        Optimizer(store, run_id, llm=ScriptedLLM(script), evaluator=evaluator, references=refs).run_all()
+        repo = RunRepository(store)
+        calls = repo.llm_calls(run_id, role="gradient")
+        events = repo.events(run_id, "reference_prompts")
     assert calls and events
     with Store(lexica_db, readonly=True) as ref_store:
         pdb = PromptDB(ref_store)

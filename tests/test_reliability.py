@@ -21,9 +21,11 @@ from typer.testing import CliRunner
 from promptevo.cli import _register_subcommands, app
 from promptevo.config import LLMConfig
 from promptevo.llm import LLMUnavailable, OpenAIChatLLM, ScriptedLLM
-from promptevo.optimize import OptimizeConfig, Optimizer, create_run, round_rewards
+from promptevo.optimize import OptimizeConfig, Optimizer, create_run
+from promptevo.repository import RunRepository
 from promptevo.parsing import clean_text, parse_gradient, parse_instruction, parse_rewrite
 from promptevo.store import Store
+from promptevo.summary import round_rewards
 from promptevo.templates import template
 
 from .hostile import corpus
@@ -42,39 +44,31 @@ runner = CliRunner()
 
 
 def counts(store, run_id):
-    one = lambda sql: store.one(sql, [run_id])["n"]  # noqa: E731
-    return {
-        "trials": one("SELECT COUNT(*) AS n FROM trials WHERE run_id = ?"),
-        "scored_images": one("SELECT COUNT(DISTINCT image_id) AS n FROM trials WHERE run_id = ?"),
-        "rounds": one("SELECT COUNT(*) AS n FROM rounds WHERE run_id = ? AND status = 'finished'"),
-        "instructions": one("SELECT COUNT(*) AS n FROM instructions WHERE run_id = ?"),
-        "rewrites": one("SELECT COUNT(*) AS n FROM rewrites WHERE run_id = ?"),
-    }
+    c = RunRepository(store).counts(run_id)
+    return {k: c[k] for k in ("trials", "trial_scores", "scored_images", "rounds", "instructions", "rewrites", "gradients")}
 
 
 def plans(store, run_id):
-    return [(r["round"], r["phase"], r["plan_json"]) for r in store.query(
-        "SELECT * FROM rounds WHERE run_id = ? ORDER BY round", [run_id])]
+    return [(r["round"], r["phase"], r["plan_json"]) for r in RunRepository(store).rounds(run_id)]
 
 
 def recomputed_rewards(store, run_id):
-    """Arm rewards straight from the stored scores, in Python: mean(arm - naive) per round."""
-    rows = store.query("""SELECT t.round, t.arm, t.instruction_id, t.prompt_id, t.seed, s.value FROM trials t
-                          JOIN scores s ON s.id = t.score_id JOIN rounds r ON r.run_id = t.run_id AND r.round = t.round
-                          WHERE t.run_id = ? AND r.phase = 'search' AND r.status = 'finished'""", [run_id])
-    naive = {(r["round"], r["prompt_id"], r["seed"]): r["value"] for r in rows if r["arm"] == "naive"}
+    """Arm rewards straight from the stored scores, with none of the objective's code: the plain
+    mean of (arm - naive) HPS per search round."""
+    rows = RunRepository(store).trials(run_id, phase="search", finished=True)
+    naive = {(r.round, r.prompt_id, r.seed): r.scores["hps-tiny"] for r in rows if r.arm == "naive"}
     gains = {}
     for r in rows:
-        if r["arm"] != "naive":
-            gains.setdefault((r["instruction_id"], r["round"]), []).append(r["value"] - naive[(r["round"], r["prompt_id"], r["seed"])])
+        if r.arm != "naive":
+            gains.setdefault((r.instruction_id, r.round), []).append(r.scores["hps-tiny"] - naive[(r.round, r.prompt_id, r.seed)])
     return {k: sum(v) / len(v) for k, v in gains.items()}
 
 
-def test_sigkill_in_every_phase_then_resume_matches_an_uninterrupted_run(tmp_path, tiny, renderer, scorer, record_property):
+def test_sigkill_in_every_phase_then_resume_matches_an_uninterrupted_run(tmp_path, tiny, evaluator, record_property):
     config = OptimizeConfig(rounds=10, batch_size=2)
     with Store(tmp_path / "straight.db") as straight:
         rid = create_run(straight, tiny, config, PROMPTS)
-        expected = Optimizer(straight, rid, llm=ScriptedLLM(script), renderer=renderer, scorer=scorer).run_all()
+        expected = Optimizer(straight, rid, llm=ScriptedLLM(script), evaluator=evaluator).run_all()
         expected_counts, expected_plans = counts(straight, rid), plans(straight, rid)
 
     db = tmp_path / "killed.db"
@@ -113,15 +107,16 @@ def test_sigkill_in_every_phase_then_resume_matches_an_uninterrupted_run(tmp_pat
 
     with Store(db) as s:
         assert s.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        got = Optimizer(s, run_id, llm=ScriptedLLM(script), renderer=renderer, scorer=scorer).run_all()
+        got = Optimizer(s, run_id, llm=ScriptedLLM(script), evaluator=evaluator).run_all()
         assert counts(s, run_id) == expected_counts
         assert plans(s, run_id) == expected_plans  # the same decisions, round by round
-        dup = s.one("SELECT COUNT(*) AS n FROM (SELECT image_id, scorer, target_prompt, COUNT(*) c FROM scores GROUP BY 1, 2, 3 HAVING c > 1)")
-        assert dup["n"] == 0
-        for image in s.query("SELECT i.* FROM images i JOIN trials t ON t.image_id = i.id WHERE t.run_id = ?", [run_id]):
+        trials = RunRepository(s).trials(run_id)
+        assert all(set(t.scores) == {"hps-tiny"} for t in trials)  # one score per reward, no more
+        for image_id in {t.image_id for t in trials}:
+            image = s.image(image_id)
             path = s.image_path(image)
             assert hashlib.sha256(path.read_bytes()).hexdigest() == image["content_hash"]  # none lost or torn
-        stored = {(r["arm"], r["round"]): r["reward"] for r in round_rewards(s, run_id)}
+        stored = {(r["arm"], r["round"]): r["reward"] for r in round_rewards(RunRepository(s), run_id)}
         assert stored == pytest.approx(recomputed_rewards(s, run_id), abs=1e-9)
     assert got["best_instruction"]["text"] == expected["best_instruction"]["text"]
     # Scores may differ in the fourth decimal: a resumed run batches images differently, and
@@ -145,7 +140,7 @@ class RewriteServer(ScriptedServer):
         super().__init__(reply="A waterfall at dawn, mist, golden light, oil painting", slow_s=2.0)
 
 
-def test_llm_server_faults_during_a_run_are_retried_recorded_and_resumable(tmp_path, tiny, renderer, scorer, monkeypatch):
+def test_llm_server_faults_during_a_run_are_retried_recorded_and_resumable(tmp_path, tiny, evaluator, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     faults = ["slow", "429", "500", "malformed", "empty", "429", "500", "slow"]
     config = OptimizeConfig(rounds=2, batch_size=2, new_per_gradient=1)
@@ -153,11 +148,12 @@ def test_llm_server_faults_during_a_run_are_retried_recorded_and_resumable(tmp_p
         run_id = create_run(store, tiny, config, PROMPTS)
         with RewriteServer() as server:
             server.behaviours = list(faults)
-            Optimizer(store, run_id, llm=server_llm(server.url), renderer=renderer, scorer=scorer).run_all()
+            Optimizer(store, run_id, llm=server_llm(server.url), evaluator=evaluator).run_all()
             assert not server.behaviours  # every fault was served
-        retried = store.one("SELECT SUM(attempts - 1) AS n FROM llm_calls WHERE run_id = ?", [run_id])["n"]
+        repo = RunRepository(store)
+        retried = sum(c["attempts"] - 1 for c in repo.llm_calls(run_id))
         assert retried == len(faults)  # each fault cost exactly one retry, and each is on record
-        assert store.one("SELECT status FROM runs WHERE id = ?", [run_id])["status"] == "finished"
+        assert repo.run(run_id)["status"] == "finished"
 
         # the server goes away mid-run: the run stops with a clear error, then resumes cleanly
         run2 = create_run(store, tiny, config, PROMPTS)
@@ -165,12 +161,12 @@ def test_llm_server_faults_during_a_run_are_retried_recorded_and_resumable(tmp_p
             llm = server_llm(server.url)
         t0 = time.monotonic()
         with pytest.raises(LLMUnavailable, match="failed after retries"):
-            Optimizer(store, run2, llm=llm, renderer=renderer, scorer=scorer).run_all()
+            Optimizer(store, run2, llm=llm, evaluator=evaluator).run_all()
         assert time.monotonic() - t0 < 60
-        failed = store.query("SELECT attempts, error FROM llm_calls WHERE run_id = ? AND error IS NOT NULL", [run2])
+        failed = [c for c in repo.llm_calls(run2) if c["error"] is not None]
         assert failed and all(f["attempts"] == 4 and "Connection" in f["error"] for f in failed)
         with RewriteServer() as server:
-            summary = Optimizer(store, run2, llm=server_llm(server.url), renderer=renderer, scorer=scorer).run_all()
+            summary = Optimizer(store, run2, llm=server_llm(server.url), evaluator=evaluator).run_all()
         assert summary["status"] == "finished"
         assert store.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     print(f"LLM faults injected and retried in a run: {len(faults)} (+ server gone: {len(failed)} failed calls)")
@@ -216,20 +212,20 @@ def test_hostile_outputs_through_every_parser():
     print(f"hostile outputs through every parser: {len(HOSTILE)}")
 
 
-def test_hostile_outputs_through_a_whole_run_stay_data(tmp_path, tiny, renderer, scorer, monkeypatch):
+def test_hostile_outputs_through_a_whole_run_stay_data(tmp_path, tiny, evaluator, monkeypatch):
     monkeypatch.chdir(tmp_path)
     pool = iter(range(10**9))
 
-    def hostile(messages):
-        return HOSTILE[(next(pool) * 7919 + len(pick(messages[-1]["content"], HOSTILE))) % len(HOSTILE)]
+    def hostile(request):
+        return HOSTILE[(next(pool) * 7919 + len(pick(request.messages[-1]["content"], HOSTILE))) % len(HOSTILE)]
 
     before = set(Path("/tmp").iterdir())
     with Store(tmp_path / "run.db") as store:
         run_id = create_run(store, tiny, OptimizeConfig(rounds=3, batch_size=3), PROMPTS)
-        summary = Optimizer(store, run_id, llm=ScriptedLLM(hostile), renderer=renderer, scorer=scorer).run_all()
+        summary = Optimizer(store, run_id, llm=ScriptedLLM(hostile), evaluator=evaluator).run_all()
         assert summary["status"] == "finished"
         assert store.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        calls = store.one("SELECT COUNT(*) AS n FROM llm_calls WHERE run_id = ?", [run_id])["n"]
+        calls = len(RunRepository(store).llm_calls(run_id))
     files = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()}
     images = {f for f in files if f.startswith("run.db-artifacts/")}
     assert files - images <= {"run.db", "run.db-wal", "run.db-shm"}

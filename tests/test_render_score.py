@@ -4,7 +4,6 @@ import pytest
 import torch
 from PIL import Image
 
-from promptevo.imaging import Job, render_and_score
 from promptevo.render import png_bytes, to_uint8
 
 
@@ -78,21 +77,25 @@ def test_out_of_memory_halves_the_batch(renderer, monkeypatch):
     assert batch.images.shape[0] == 5
 
 
-def test_render_and_score_caches_images_and_scores(store, renderer, scorer):
-    jobs = [Job("a waterfall, misty", 1, "a waterfall"), Job("a samurai, ink", 2, "a samurai")]
+def test_cached_evaluator_caches_images_and_scores(store, renderer, evaluator):
+    from promptevo.evaluation import CachedEvaluator, Job
+
+    v = evaluator.search_variant
+    cached = CachedEvaluator(store, evaluator)
+    jobs = [Job("a waterfall, misty", 1, "a waterfall", v), Job("a samurai, ink", 2, "a samurai", v)]
     calls = renderer.pipeline_calls
-    first = render_and_score(store, renderer, scorer, jobs)
+    first = cached.evaluate(jobs)
     assert renderer.pipeline_calls == calls + 1  # both images in one pipeline call
-    again = render_and_score(store, renderer, scorer, jobs)
+    again = cached.evaluate(jobs)
     assert renderer.pipeline_calls == calls + 1  # nothing rendered twice
     assert [r.cached for r in again] == [True, True]
-    assert [r.score for r in again] == [r.score for r in first]
+    assert [r.scores for r in again] == [r.scores for r in first]
     # a new target reuses the stored image, and scores it from its PNG
-    other = render_and_score(store, renderer, scorer, [Job("a waterfall, misty", 1, "a river")])
+    other = cached.evaluate([Job("a waterfall, misty", 1, "a river", v)])
     assert renderer.pipeline_calls == calls + 1
     assert other[0].image_id == first[0].image_id and not other[0].cached
-    assert store.one("SELECT COUNT(*) AS n FROM images")["n"] == 2
-    assert store.one("SELECT COUNT(*) AS n FROM scores")["n"] == 3
+    assert store.images_count() == 2
+    assert len({i for r in first + other for i in r.score_ids.values()}) == 3
 
 
 def test_speed_settings_are_in_the_render_config_and_tiny_vae_renders(tiny):

@@ -38,6 +38,7 @@ EXPECTED_SCHEMA = {
              "best_instruction_id"],
     "scores": ["id", "image_id", "scorer", "scorer_version", "target_prompt", "value", "created_at"],
     "trials": ["id", "run_id", "round", "arm", "instruction_id", "prompt_id", "seed", "image_id", "score_id"],
+    "trial_scores": ["trial_id", "reward", "score_id"],
 }
 
 
@@ -126,3 +127,29 @@ def test_an_old_database_is_upgraded_and_its_prompts_become_searchable(tmp_path)
         assert s.schema() == EXPECTED_SCHEMA
         hits = s.query("SELECT p.text FROM prompts_fts f JOIN prompts p ON p.rowid = f.rowid WHERE prompts_fts MATCH 'waterfall'")
         assert hits == [{"text": "a waterfall at dawn"}]
+
+
+def test_atomic_nests_with_savepoints(store):
+    """An inner unit that fails rolls back alone; the outer one still commits what it did."""
+    with store.atomic():
+        store.add_prompt("kept")
+        with pytest.raises(RuntimeError):
+            with store.atomic():
+                store.add_prompt("rolled back")
+                raise RuntimeError("inner failure")
+        store.add_prompt("also kept")
+    assert set(store.prompt_texts([store.add_prompt(t) for t in ("kept", "also kept")]).values()) == {"kept", "also kept"}
+    ids = {store.add_prompt("rolled back")}
+    assert store.prompt_texts(ids) == {next(iter(ids)): "rolled back"}  # created only now
+    with pytest.raises(RuntimeError):  # an outer failure rolls back everything inside it
+        with store.atomic():
+            store.add_prompt("inner commit")
+            raise RuntimeError("outer failure")
+    assert store.one("SELECT COUNT(*) AS n FROM prompts WHERE text = 'inner commit'")["n"] == 0
+
+
+def test_lookup_gets_or_creates_by_content(store):
+    a = store.lookup("render_configs", {"hash": "h1"}, {"config_json": "{}"}, "hash")
+    b = store.lookup("render_configs", {"hash": "h1"}, {"config_json": "{\"other\": 1}"}, "hash")
+    assert a == b == "h1"
+    assert store.one("SELECT config_json FROM render_configs WHERE hash = 'h1'")["config_json"] == "{}"  # first one kept

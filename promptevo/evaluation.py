@@ -1,0 +1,258 @@
+"""The evaluation boundary: jobs in, evaluations out.
+
+A job is (text, seed, target prompt, variant); a variant is a render config plus an ordered
+tuple of post-render operations, hashed like render configs (an image is defined by variant,
+text and seed). An evaluation is the image, in memory, and one value per reward model.
+
+- `LocalEvaluator` is pure compute: render, post-ops, every reward on the batch. It is built
+  from a picklable `EvaluatorSpec`, so the same code can run in a worker process or a Ray actor.
+- `CachedEvaluator` wraps any evaluator and is the only code that reads or writes images and
+  scores in the store: only what is missing is rendered or scored, all missing images of a call
+  go to the renderer as one batch, and rewards take the rendered tensors directly. PNGs are
+  written for people and later runs, and read back only to score an old image anew.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from promptevo.config import RenderConfig, ScorerConfig
+from promptevo.errors import UserError
+from promptevo.hashing import config_hash
+from promptevo.render import Renderer, png_bytes, to_uint8
+from promptevo.score import RewardModel
+from promptevo.store import Store
+
+
+@dataclass(frozen=True)
+class PostOp:
+    """One post-render operation (a registered kind) with its value."""
+
+    op: str
+    value: float = 0.0
+
+
+@dataclass(frozen=True)
+class Variant:
+    render: RenderConfig
+    post_ops: tuple[PostOp, ...] = ()
+
+    def identity(self) -> dict[str, Any]:
+        """What defines its pixels. Without post-ops, exactly the render config's identity, so
+        images made before variants existed are found under the same hash."""
+        d = self.render.identity()
+        if self.post_ops:
+            d = {"render": d, "post_ops": [[p.op, p.value] for p in self.post_ops]}
+        return d
+
+    @property
+    def hash(self) -> str:
+        return self.render.hash if not self.post_ops else config_hash(self.identity())
+
+
+@dataclass(frozen=True)
+class Job:
+    text: str  # given to the renderer
+    seed: int
+    target: str  # what the image is scored against (the user's naive prompt)
+    variant: Variant
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    job: Job
+    image: Any  # [3, H, W] float tensor in [0, 1]
+    scores: dict[str, float]
+    batch_size: int  # images per pipeline call that made it
+
+
+class Evaluator(Protocol):
+    reward_names: tuple[str, ...]  # in order; the first is the primary reward
+    reward_versions: dict[str, str]  # name -> version, stored with each score
+    search_variant: Variant  # what search rounds render with
+    final_variant: Variant  # what the selection pass and the held-out evaluation render with
+
+    def evaluate(self, jobs: Sequence[Job]) -> list[Evaluation]: ...
+
+    def score(self, images, targets: Sequence[str]) -> dict[str, list[float]]: ...
+
+    def token_count(self, text: str, variant: Variant) -> int: ...
+
+    def text_window(self, variant: Variant) -> int: ...
+
+
+@dataclass(frozen=True)
+class EvaluatorSpec:
+    """Everything a worker needs to build a LocalEvaluator: plain frozen configs, picklable."""
+
+    render: RenderConfig
+    rewards: tuple[ScorerConfig, ...]
+
+
+class LocalEvaluator:
+    def __init__(self, renderer: Renderer, rewards: Sequence[RewardModel]):
+        if not rewards:
+            raise UserError("an evaluator needs at least one reward model")
+        self.renderer, self.rewards = renderer, list(rewards)
+        final = renderer.full_decoder()
+        self._renderers = {renderer.config.hash: renderer, final.config.hash: final}
+        self.search_variant, self.final_variant = Variant(renderer.config), Variant(final.config)
+        self.reward_names = tuple(r.name for r in self.rewards)
+        self.reward_versions = {r.name: r.version for r in self.rewards}
+        if len(set(self.reward_names)) != len(self.reward_names):
+            raise UserError(f"two reward models share a name: {', '.join(self.reward_names)}")
+
+    @classmethod
+    def from_spec(cls, spec: EvaluatorSpec) -> LocalEvaluator:
+        from promptevo.registry import build_renderer, build_reward
+
+        renderer = build_renderer(spec.render)  # first: missing weights fail fast
+        return cls(renderer, [build_reward(r) for r in spec.rewards])
+
+    def renderer_for(self, variant: Variant) -> Renderer:
+        try:
+            return self._renderers[variant.render.hash]
+        except KeyError:
+            raise UserError(f"this evaluator does not render {variant.render.model!r} with these settings") from None
+
+    def token_count(self, text: str, variant: Variant) -> int:
+        return self.renderer_for(variant).token_count(text)
+
+    def text_window(self, variant: Variant) -> int:
+        return self.renderer_for(variant).config.text_window
+
+    def evaluate(self, jobs: Sequence[Job]) -> list[Evaluation]:
+        """Render each distinct (variant, text, seed) once, one batch per variant, apply the
+        variant's post-ops, and score every job with every reward in one batch."""
+        import torch
+
+        images: dict[tuple[str, str, int], tuple[Any, int]] = {}
+        by_variant: dict[Variant, list[tuple[str, int]]] = {}
+        for job in jobs:
+            by_variant.setdefault(job.variant, [])
+            key = (job.text, job.seed)
+            if key not in by_variant[job.variant]:
+                by_variant[job.variant].append(key)
+        for variant, keys in by_variant.items():
+            batch = self.renderer_for(variant).render([t for t, _ in keys], [s for _, s in keys])
+            pixels = apply_post_ops(batch.images, variant.post_ops)
+            for i, (text, seed) in enumerate(keys):
+                images[(variant.hash, text, seed)] = (pixels[i], batch.batch_sizes[i])
+        unique = list(dict.fromkeys(jobs))
+        if not unique:
+            return []
+        tensors = [images[(j.variant.hash, j.text, j.seed)][0] for j in unique]
+        stacked = torch.stack([t.to(tensors[0].device) for t in tensors])
+        values = self.score(stacked, [j.target for j in unique])
+        done = {j: Evaluation(j, images[(j.variant.hash, j.text, j.seed)][0],
+                              {name: values[name][i] for name in self.reward_names},
+                              images[(j.variant.hash, j.text, j.seed)][1])
+                for i, j in enumerate(unique)}
+        return [done[j] for j in jobs]
+
+    def score(self, images, targets: Sequence[str], rewards: Sequence[str] | None = None) -> dict[str, list[float]]:
+        """Every reward (or the named ones) on a [N, 3, H, W] batch against its targets."""
+        return {r.name: r.score(images, list(targets)) for r in self.rewards if rewards is None or r.name in rewards}
+
+
+def apply_post_ops(images, post_ops: Sequence[PostOp]):
+    from promptevo.registry import post_op
+
+    for op in post_ops:
+        images = post_op(op.op)(images, op.value)
+    return images
+
+
+@dataclass(frozen=True)
+class CachedEvaluation:
+    job: Job
+    image_id: int
+    scores: dict[str, float]
+    score_ids: dict[str, int]
+    cached: bool  # nothing had to be rendered or scored
+
+    @property
+    def score(self) -> float:
+        """The primary reward's value."""
+        return next(iter(self.scores.values()))
+
+
+@dataclass
+class CachedEvaluator:
+    store: Store
+    inner: Any  # an Evaluator
+
+    def __post_init__(self) -> None:
+        self.reward_names = self.inner.reward_names
+        self.search_variant, self.final_variant = self.inner.search_variant, self.inner.final_variant
+        self.versions = dict(self.inner.reward_versions)
+        self._lock = threading.Lock()  # one evaluation at a time: the overlapped thread and the loop
+
+    def token_count(self, text: str, variant: Variant) -> int:
+        return self.inner.token_count(text, variant)
+
+    def text_window(self, variant: Variant) -> int:
+        return self.inner.text_window(variant)
+
+    def evaluate(self, jobs: Sequence[Job]) -> list[CachedEvaluation]:
+        with self._lock:
+            return self._evaluate(jobs)
+
+    def _evaluate(self, jobs: Sequence[Job]) -> list[CachedEvaluation]:
+        import torch
+
+        store = self.store
+        for variant in dict.fromkeys(j.variant for j in jobs):
+            store.add_render_config(variant.hash, variant.identity())
+        image_ids: dict[tuple[str, str, int], int] = {}
+        for job in jobs:
+            key = (job.variant.hash, job.text, job.seed)
+            if key not in image_ids:
+                found = store.find_image(*key)
+                if found:
+                    image_ids[key] = found["id"]
+        results: dict[Job, CachedEvaluation] = {}
+        to_render = [j for j in dict.fromkeys(jobs) if (j.variant.hash, j.text, j.seed) not in image_ids]
+        if to_render:
+            evaluations = self.inner.evaluate(to_render)
+            pixels = to_uint8(torch.stack([e.image for e in evaluations]))
+            for i, ev in enumerate(evaluations):
+                key = (ev.job.variant.hash, ev.job.text, ev.job.seed)
+                if key not in image_ids:
+                    image_ids[key] = store.save_image(
+                        png=png_bytes(pixels[i]), render_hash=key[0], prompt=ev.job.text, seed=ev.job.seed,
+                        width=int(pixels.shape[-1]), height=int(pixels.shape[-2]), batch_size=ev.batch_size)
+                results[ev.job] = self._save(ev.job, image_ids[key], ev.scores, cached=False)
+        rescore: list[tuple[Job, int]] = []
+        for job in dict.fromkeys(jobs):
+            if job in results:
+                continue
+            image_id = image_ids[(job.variant.hash, job.text, job.seed)]
+            found = {name: store.find_score(image_id, name, self.versions[name], job.target) for name in self.reward_names}
+            if all(found.values()):
+                results[job] = CachedEvaluation(job, image_id, {n: f["value"] for n, f in found.items()},
+                                                {n: f["id"] for n, f in found.items()}, cached=True)
+            else:
+                rescore.append((job, image_id))
+        if rescore:  # rendered before, scored now against a new target or by a new reward
+            from promptevo.score import load_image_tensor
+
+            loaded: dict[int, Any] = {}
+            for _, image_id in rescore:
+                if image_id not in loaded:
+                    loaded[image_id] = load_image_tensor(store.image_path(store.image(image_id)))
+            values = self.inner.score(torch.stack([loaded[i] for _, i in rescore]), [j.target for j, _ in rescore])
+            for k, (job, image_id) in enumerate(rescore):
+                results[job] = self._save(job, image_id, {n: values[n][k] for n in self.reward_names}, cached=False)
+        return [results[j] for j in jobs]
+
+    def _save(self, job: Job, image_id: int, scores: dict[str, float], *, cached: bool) -> CachedEvaluation:
+        ids = {}
+        with self.store.atomic():
+            for name in self.reward_names:
+                ids[name] = self.store.save_score(image_id=image_id, scorer=name, version=self.versions[name],
+                                                  target=job.target, value=scores[name])
+        return CachedEvaluation(job, image_id, dict(scores), ids, cached)

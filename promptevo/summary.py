@@ -1,0 +1,87 @@
+"""What a run's stored trials say, through its objective: per-round arm rewards, arm statistics,
+the held-out table and the run summary that `runs show`, reports, exports and experiments print.
+Read-only: nothing here renders, scores or writes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from promptevo import bandit
+from promptevo.objective import Objective, objective_for
+from promptevo.objective import round_rewards as objective_round_rewards
+from promptevo.repository import RunRepository
+from promptevo.stats import mean_ci, paired_ci
+
+
+def round_rewards(repo: RunRepository, run_id: str, objective: Objective | None = None,
+                  include_round: int | None = None, phase: str = "search") -> list[dict[str, Any]]:
+    """Per (instruction, round) of a phase: mean gain over the naive prompt on the same
+    (prompt, seed) pairs, over finished rounds (plus `include_round`, the one being decided)."""
+    objective = objective or objective_for(repo.run_config(run_id))
+    return objective_round_rewards(repo.trials(run_id, phase=phase, finished=True, also_round=include_round), objective)
+
+
+def arm_stats(repo: RunRepository, run_id: str, ids: Sequence[int], include_round: int | None = None,
+              objective: Objective | None = None) -> list[bandit.ArmStats]:
+    stats = {i: bandit.ArmStats(arm=i) for i in ids}
+    for row in round_rewards(repo, run_id, objective, include_round):
+        if row["arm"] in stats:
+            stats[row["arm"]].rewards.append(row["reward"])
+    return [stats[i] for i in ids]
+
+
+def heldout_table(repo: RunRepository, run_id: str, objective: Objective | None = None) -> list[dict[str, Any]]:
+    """Per evaluation arm: mean objective score with 95% CI, and the paired difference to the
+    naive prompt on the same (prompt, seed) pairs."""
+    objective = objective or objective_for(repo.run_config(run_id))
+    trials = sorted(repo.trials(run_id, phase="evaluation"), key=lambda t: (t.prompt_id, t.seed))
+    by_arm: dict[str, dict[tuple[str, int], float]] = {}
+    instr: dict[str, int | None] = {}
+    for t in trials:
+        by_arm.setdefault(t.arm, {})[(t.prompt_id, t.seed)] = objective.score(t.scores)
+        instr[t.arm] = t.instruction_id
+    naive = by_arm.get("naive", {})
+    table = []
+    for arm in sorted(by_arm, key=lambda a: (a != "best", a != "initial", a)):
+        values = by_arm[arm]
+        keys = sorted(k for k in values if k in naive)
+        diff = paired_ci([values[k] for k in keys], [naive[k] for k in keys]) if arm != "naive" else None
+        table.append({
+            "arm": arm, "instruction_id": instr[arm], **{f"score_{k}": v for k, v in mean_ci(list(values.values())).to_dict().items()},
+            "diff_vs_naive": diff.to_dict() if diff else None,
+        })
+    return table
+
+
+def summarize(repo: RunRepository, run_id: str, objective: Objective | None = None) -> dict[str, Any]:
+    run = repo.require_run(run_id)
+    objective = objective or objective_for(repo.run_config(run_id))
+    instructions = repo.instructions(run_id)
+    stats = {s.arm: s for s in arm_stats(repo, run_id, [i["id"] for i in instructions], objective=objective)}
+    selection = {row["arm"]: row["reward"] for row in round_rewards(repo, run_id, objective, phase="selection")}
+    items = []
+    for i in instructions:
+        s = stats[i["id"]]
+        ci = mean_ci(s.rewards)
+        items.append({
+            "id": i["id"], "text": i["text"], "origin": i["origin"], "parent_id": i["parent_id"],
+            "gradient_id": i["gradient_id"], "created_round": i["created_round"], "retired_round": i["retired_round"],
+            "pulls": s.pulls, "mean_reward": None if not s.pulls else s.mean,
+            "ci_low": None if s.pulls < 2 else ci.low, "ci_high": None if s.pulls < 2 else ci.high,
+            "selection_gain": selection.get(i["id"]),  # on the selection pass's shared prompts
+        })
+    best_id = run["best_instruction_id"] or bandit.best(list(stats.values()))
+    best = next((i for i in items if i["id"] == best_id), None)
+    rounds = [{"round": r["round"], "status": r["status"], "phase": r["phase"]} for r in repo.rounds(run_id)]
+    return {
+        "run_id": run_id,
+        "status": run["status"],
+        "profile": run["profile"],
+        "config_hash": run["config_hash"],
+        "objective": objective.spec(),
+        "rounds": rounds,
+        "best_instruction": best,
+        "instructions": items,
+        "heldout": heldout_table(repo, run_id, objective),
+    }
