@@ -1,3 +1,12 @@
-from promptevo.cli import main
+import sys
+
+from promptevo.interrupts import install
+
+install()  # before the heavier imports: a Ctrl-C at any moment ends with one clean line
+try:
+    from promptevo.cli import main
+except KeyboardInterrupt:
+    sys.stderr.write("interrupted; finished work is saved\n")
+    sys.exit(130)
 
 main()

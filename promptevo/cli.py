@@ -4,6 +4,7 @@ optimisation commands live in cli_runs."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -288,5 +289,12 @@ def _register_subcommands() -> None:
 
 
 def main() -> None:
-    _register_subcommands()
+    from promptevo.interrupts import install
+
+    install()
+    try:
+        _register_subcommands()
+    except KeyboardInterrupt:  # before any command ran: nothing to save
+        sys.stderr.write("interrupted; finished work is saved\n")
+        sys.exit(130)
     app()

@@ -4,6 +4,7 @@ two consoles (data on stdout, people on stderr), profile options, and input read
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Annotated, Any
 
@@ -17,20 +18,34 @@ from promptevo.errors import UserError
 
 out = Console(soft_wrap=True)  # data
 err = Console(stderr=True)  # people: progress, messages
+if not err.is_terminal and "COLUMNS" not in os.environ:
+    err.width = 4096  # a log file or pipe: keep table rows and commands whole instead of wrapping at 80
+
+_current_run: dict[str, str] = {}  # the run a command works on, for the interrupt message
+
+
+def working_on(run_id: str, db: os.PathLike | str) -> None:
+    _current_run.update(run=run_id, db=str(db))
 
 
 class Group(TyperGroup):
-    """Turns UserError anywhere below into a one-line message and exit code 2."""
+    """Turns UserError anywhere below into a one-line message and exit code 2, and Ctrl-C or
+    SIGTERM into one line that says how to continue."""
 
     def invoke(self, ctx):
+        from promptevo.interrupts import Terminated
+
         try:
             return super().invoke(ctx)
         except UserError as exc:
             err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            err.print("[yellow]interrupted[/]; finished work is saved (`promptevo runs resume RUN` continues a run)")
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as exc:
+            what = "stopped (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+            hint = (f"; continue with `promptevo runs resume {_current_run['run']} --db {_current_run['db']}`"
+                    if _current_run else "")
+            err.print(f"[yellow]{what}[/]; finished work is saved{escape(hint)}", soft_wrap=True)
+            raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
 
 
 def new_app(help: str) -> typer.Typer:

@@ -36,15 +36,22 @@ RemovedOpt = Annotated[bool, typer.Option("--include-removed", help="Include pro
 
 def _selection(search=None, tag=None, split=None, source=None, ids=None, limit=None, include_removed=False,
                similar=None, k=10) -> Selection:
-    return Selection(ids=tuple(ids or ()), search=search, tags=tuple(tag or ()), split=split, source=source,
+    from promptevo.promptdb import normalize_tag
+
+    return Selection(ids=tuple(ids or ()), search=search, tags=tuple(normalize_tag(t) or t for t in tag or ()), split=split, source=source,
                      limit=limit, include_removed=include_removed, similar=similar, k=k)
 
 
 @contextlib.contextmanager
-def _open(path: Path, readonly: bool = False) -> Iterator[PromptDB]:
+def _open(path: Path, readonly: bool = False, create: bool = False) -> Iterator[PromptDB]:
+    """The prompt database; only the import commands create one (and its folder)."""
     from promptevo.store import Store
 
-    with Store(path, readonly=readonly) as store:
+    if create:
+        Store.make_folder(path)
+    elif not path.exists() and not path.is_dir():
+        raise UserError(f"database {path} does not exist; create it with `promptevo db import FILE --db {path}`")
+    with Store(path, readonly=readonly, create=create) as store:
         yield PromptDB(store)
 
 
@@ -84,15 +91,21 @@ def import_(
     origin: Annotated[str | None, typer.Option(help="Where the file came from (URL or citation).")] = None,
     map_: Annotated[list[str] | None, typer.Option("--map", help="FIELD=COLUMN for text, id, licence, tags (repeatable). Default text column: prompt, text or caption.")] = None,
     max_chars: Annotated[int, typer.Option(min=1, help="Longer prompts are rejected.")] = MAX_PROMPT_CHARS,
+    encoding: Annotated[str, typer.Option(help="Text encoding of the file, e.g. latin-1 or cp1252.")] = "utf-8",
     auto_tag: Annotated[bool, typer.Option("--auto-tag", help="Also tag style and category by keywords.")] = False,
     as_json: JsonOpt = False,
 ):
-    """Import prompts with their source and licence. Text is normalised (Unicode NFKC, whitespace);
-    empty, overlong, binary and malformed rows are counted and reported; exact duplicates are
-    stored once and reported."""
+    """Import prompts with their source and licence. Column names match in any case (a `Prompt`
+    header is the prompt column). Text is normalised (Unicode NFKC, whitespace); empty, overlong,
+    binary and malformed rows are counted and reported; exact duplicates are stored once and
+    reported; tags are normalised (World Knowledge -> world-knowledge). The file is read and
+    checked before the database is opened, so a bad file creates nothing."""
+    from promptevo.prompt_io import read_table
+
     mapping = parse_mapping(map_ or [])
-    with _open(db) as pdb:
-        report = pdb.import_file(file, source=source, licence=licence, origin=origin, mapping=mapping, max_chars=max_chars)
+    result = read_table(file, mapping, max_chars=max_chars, encoding=encoding)
+    with _open(db, create=True) as pdb:
+        report = pdb.import_read(result, source=source, licence=licence, origin=origin)
         tagged = pdb.auto_tag(pdb.select(Selection(source=report.source))) if auto_tag else 0
     data = {**report.to_dict(), "auto_tags": tagged}
     if as_json:
@@ -104,6 +117,11 @@ def import_(
         + (", rejected: " + ", ".join(f"{n:,} {why}" for why, n in report.rejected.items()) if report.rejected else "")
         + (f"; {tagged:,} auto tags" if auto_tag else "")
     )
+    read_from = ", ".join(f"{k} from column {c!r}" for k, c in report.columns.items())
+    if read_from and report.format in ("csv", "tsv", "json", "jsonl", "parquet"):
+        err.print(f"  {read_from}")
+    if report.tags_refused:
+        err.print(f"  tags refused (nothing usable after normalising): {', '.join(map(repr, report.tags_refused[:10]))}")
     for d in report.duplicates[:5]:
         err.print(f"  duplicate rows {d['rows']}: {d['text'][:80]}")
 
@@ -116,7 +134,9 @@ def import_collection(
 ):
     """Import a whole collection (every source its manifest lists, with licence and origin).
     `promptevo db import-collection prompt_db --db reference.db` makes the default reference set."""
-    with _open(db) as pdb:
+    if not (folder / "manifest.json").is_file():
+        raise UserError(f"{folder} has no manifest.json (a collection folder lists its sources there)")
+    with _open(db, create=True) as pdb:
         reports = pdb.import_collection(folder)
     if as_json:
         print_json([r.to_dict() for r in reports])

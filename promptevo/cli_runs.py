@@ -18,7 +18,7 @@ from promptevo.cli_common import (
 )
 from promptevo.config import Profile, profile_from_dict
 from promptevo.errors import UserError
-from promptevo.prompt_io import check_prompts, read_prompts
+from promptevo.prompt_io import check_prompts
 from promptevo.store import Store
 
 DbOpt = Annotated[Path, typer.Option("--db", help="SQLite database of runs.", envvar="PROMPTEVO_DB")]
@@ -29,39 +29,61 @@ def _fmt(v: float | None, digits: int = 3) -> str:
     return "-" if v is None or v != v else f"{v:+.{digits}f}"
 
 
+def _timing(p) -> str:
+    """Where the last round's time went and what is left."""
+    if not p.round_s:
+        return ""
+    left = f"; about {p.eta_s:.0f} s of search rounds and {p.llm_calls_left} LLM calls left" if p.eta_s is not None else ""
+    return (f"round took {p.round_s:.1f} s (LLM {p.llm_s:.1f} s, render and score {p.eval_s:.1f} s, "
+            f"LLM {100 * p.llm_s / p.round_s:.0f}%){left}")
+
+
+def _best_line(p) -> str:
+    best = p.best
+    if not best:
+        return "best so far: -"
+    mean = f"mean gain {_fmt(best['mean'])}, {best['pulls']} pulls" if best["pulls"] else "not yet compared"
+    return f"best so far: #{best['id']} ({mean})"
+
+
 def _progress_view(p) -> RichGroup:
     table = Table("id", "pulls", "mean gain", "95% CI", "instruction", title=f"round {p.round}/{p.rounds}: {p.stage}")
     for a in p.arms:
         ci = "-" if a["pulls"] < 2 else f"[{a['ci_low']:+.2f}, {a['ci_high']:+.2f}]"
         table.add_row(str(a["id"]), str(a["pulls"]), _fmt(a["mean"]), ci, a["text"][:90])
-    best = p.best
-    line = Text(f"best so far: #{best['id']} ({_fmt(best['mean'])})" if best else "best so far: -")
-    return RichGroup(table, line)
+    lines = [_best_line(p)] + ([_timing(p)] if p.round_s else [])
+    return RichGroup(table, Text("\n".join(lines)))
 
 
 def _load_models(profile: Profile):
+    from promptevo import interrupts
     from promptevo.registry import build_components
 
     with err.status("loading models (renderer, rewards, LLM)"):
-        return build_components(profile)
+        components = build_components(profile)
+    interrupts.check()  # a Ctrl-C during loading that a library swallowed stops here, before any work
+    return components
 
 
-def _run_loop(store: Store, run_id: str, profile: Profile, as_json: bool, models=None) -> None:
+def _run_loop(store: Store, run_id: str, profile: Profile, as_json: bool, models=None, wait: bool = False) -> None:
+    from promptevo.cli_common import working_on
+    from promptevo.lease import RunBusy
     from promptevo.optimize import Optimizer
 
+    working_on(run_id, store.path)
     components = models or _load_models(profile)
 
     def log_line(p) -> None:  # stderr is a file or pipe: one line per finished round
         if p.stage == "round finished":
-            best = p.best
-            err.print(f"round {p.round}/{p.rounds} finished; best so far "
-                      + (f"#{best['id']} (mean gain {_fmt(best['mean'])}, {best['pulls']} pulls)" if best else "-"))
+            err.print(f"round {p.round}/{p.rounds} finished; {_best_line(p)}; {_timing(p)}", soft_wrap=True)
 
     with Live(console=err, refresh_per_second=4, transient=not err.is_terminal) as live:
         show = (lambda p: live.update(_progress_view(p))) if err.is_terminal else log_line
         opt = Optimizer(store, run_id, llm=components.llm, evaluator=components.evaluator, on_progress=show)
         try:
-            summary = opt.run_all()
+            summary = opt.run_all(wait=wait)
+        except RunBusy:
+            raise
         except UserError as exc:  # the LLM server failed or refused: say how to continue
             opt.repo.event(run_id, "stopped", {"reason": type(exc).__name__, "message": str(exc)})
             raise UserError(f"{exc}\nrun {run_id} stopped; continue with `promptevo runs resume {run_id} --db {store.path}`") from None
@@ -92,7 +114,8 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
 
 def optimize(
     prompts: Annotated[list[str] | None, typer.Argument(help="Naive prompts (or use --prompts FILE).")] = None,
-    prompts_file: Annotated[Path | None, typer.Option("--prompts", help="txt (one per line), JSONL or CSV with a 'prompt' column.")] = None,
+    prompts_file: Annotated[Path | None, typer.Option("--prompts", help="txt (one per line), JSON(L), CSV/TSV or Parquet with a prompt, text or caption column (any case).")] = None,
+    encoding: Annotated[str, typer.Option(help="Text encoding of the --prompts file, e.g. latin-1.")] = "utf-8",
     db: DbOpt = Path("promptevo.db"),
     rounds: Annotated[int, typer.Option(min=0, help="Search rounds.")] = 3,
     batch_size: Annotated[int, typer.Option(min=1, help="Naive prompts sampled per round.")] = 3,
@@ -128,7 +151,12 @@ def optimize(
 
     given = list(prompts or [])
     if prompts_file:
-        given += read_prompts(prompts_file)
+        from promptevo.prompt_io import read_prompt_column
+
+        read, column = read_prompt_column(prompts_file, encoding=encoding)
+        given += read
+        if column:
+            err.print(f"{len(read)} prompts from column {column!r} of {prompts_file}")
     if not given:
         raise UserError("give prompts as arguments or with --prompts FILE")
     given = check_prompts(given)
@@ -144,15 +172,16 @@ def optimize(
     prof = build_profile(profile, device=device, llm_model=llm_model, llm_base_url=llm_base_url,
                          render_model=render_model, hps_checkpoint=hps_checkpoint,
                          channels_last=channels_last, compile=compile_, tiny_vae=tiny_vae)
-    if db.parent and not db.parent.exists():
-        db.parent.mkdir(parents=True, exist_ok=True)
     if db.exists():  # a damaged or read-only database fails here, before minutes of model loading
         Store(db).close()
+    elif not db.parent.is_dir() and db.parent.exists():
+        raise UserError(f"cannot create database {db}: {db.parent} is not a folder")
     if config.reference_db:
         from promptevo.references import check_reference_db
 
         check_reference_db(config.reference_db)
     models = _load_models(prof)  # missing weights fail here, before the database is touched
+    Store.make_folder(db)
     with Store(db) as store:
         run_id = create_run(store, prof, config, given)
         err.print(f"run [bold]{run_id}[/] in {db} (resume with `promptevo runs resume {run_id} --db {db}`)")
@@ -161,17 +190,20 @@ def optimize(
 
 @runs_app.command("list")
 def runs_list(db: DbOpt = Path("promptevo.db"), as_json: JsonOpt = False):
-    """List runs, newest first."""
+    """List runs, newest first: status (running means a live process owns it), search rounds
+    done of those planned, and the current stage."""
+    from promptevo.lease import status_of
     from promptevo.repository import RunRepository
 
     with Store(db, readonly=True) as store:
-        rows = RunRepository(store).runs()
+        rows = [{**r, "status": status_of(r)} for r in RunRepository(store).runs()]
     if as_json:
         print_json(rows)
         return
-    table = Table("run", "created", "status", "profile", "rounds done", "best instruction")
+    table = Table("run", "created", "status", "profile", "rounds done", "stage", "best instruction")
     for r in rows:
-        table.add_row(r["id"], r["created_at"][:19], r["status"], r["profile"], str(r["rounds_done"]), (r["best"] or "-")[:70])
+        table.add_row(r["id"], r["created_at"][:19], r["status"], r["profile"], f"{r['rounds_done']}/{r['rounds']}",
+                      r["stage"] or "-", (r["best"] or "-")[:70])
     out.print(table)
 
 
@@ -201,11 +233,27 @@ def _stored_profile(store: Store, run_id: str) -> Profile:
 
 
 @runs_app.command("resume")
-def runs_resume(run_id: str, db: DbOpt = Path("promptevo.db"), as_json: JsonOpt = False):
+def runs_resume(
+    run_id: str,
+    db: DbOpt = Path("promptevo.db"),
+    wait: Annotated[bool, typer.Option("--wait", help="If another process is working on the run, wait for it to stop, then continue.")] = False,
+    as_json: JsonOpt = False,
+):
     """Continue a run that was stopped or killed with the models it was made with (any
-    registered kind, experiment runs included); finished work is kept, nothing is repeated."""
-    with Store(db) as store:
-        _run_loop(store, run_id, _stored_profile(store, run_id), as_json)
+    registered kind, experiment runs included); finished work is kept, nothing is repeated.
+    A finished run just prints its summary."""
+    from promptevo.lease import check_free
+    from promptevo.repository import RunRepository
+    from promptevo.summary import summarize
+
+    with Store(db, create=False) as store:
+        repo = RunRepository(store)
+        if repo.require_run(run_id)["status"] == "finished":
+            _print_summary(summarize(repo, run_id), as_json)  # nothing to do: no model loads
+            return
+        if not wait:
+            check_free(repo, run_id)  # refuse before minutes of model loading
+        _run_loop(store, run_id, _stored_profile(store, run_id), as_json, wait=wait)
 
 
 @runs_app.command("export")
@@ -255,10 +303,14 @@ def apply(
     best = summary["best_instruction"]
     if best is None:
         raise UserError(f"run {run_id} has no scored instruction yet; resume it first")
+    provisional = summary["status"] != "finished"
+    if provisional:
+        err.print(f"[yellow]run {run_id} is not finished:[/] instruction #{best['id']} is provisional (its best so far); "
+                  f"`promptevo runs resume {run_id} --db {db}` finishes it", soft_wrap=True)
     with err.status("loading LLM"):
         llm = build_llm(prof.llm)
     results = rewrite(llm, best["text"], prompts, seed=seed)
-    rows = [{"prompt": r.prompt, "rewrite": r.text, "instruction_id": best["id"]} for r in results]
+    rows = [{"prompt": r.prompt, "rewrite": r.text, "instruction_id": best["id"], "provisional": provisional} for r in results]
     if as_json:
         print_json(rows)
     else:

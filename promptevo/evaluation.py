@@ -15,6 +15,7 @@ text and seed). An evaluation is the image, in memory, and one value per reward 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -188,8 +189,9 @@ class CachedEvaluator:
     def __post_init__(self) -> None:
         self.reward_names = self.inner.reward_names
         self.search_variant, self.final_variant = self.inner.search_variant, self.inner.final_variant
-        self.versions = dict(self.inner.reward_versions)
+        self.reward_versions = dict(self.inner.reward_versions)
         self._lock = threading.Lock()  # one evaluation at a time: the overlapped thread and the loop
+        self.compute_s = 0.0  # seconds spent rendering and scoring (the inner evaluator's calls)
 
     def token_count(self, text: str, variant: Variant) -> int:
         return self.inner.token_count(text, variant)
@@ -217,7 +219,9 @@ class CachedEvaluator:
         results: dict[Job, CachedEvaluation] = {}
         to_render = [j for j in dict.fromkeys(jobs) if (j.variant.hash, j.text, j.seed) not in image_ids]
         if to_render:
+            t0 = time.perf_counter()
             evaluations = self.inner.evaluate(to_render)
+            self.compute_s += time.perf_counter() - t0
             pixels = to_uint8(torch.stack([e.image for e in evaluations]))
             for i, ev in enumerate(evaluations):
                 key = (ev.job.variant.hash, ev.job.text, ev.job.seed)
@@ -231,7 +235,7 @@ class CachedEvaluator:
             if job in results:
                 continue
             image_id = image_ids[(job.variant.hash, job.text, job.seed)]
-            found = {name: store.find_score(image_id, name, self.versions[name], job.target) for name in self.reward_names}
+            found = {name: store.find_score(image_id, name, self.reward_versions[name], job.target) for name in self.reward_names}
             if all(found.values()):
                 results[job] = CachedEvaluation(job, image_id, {n: f["value"] for n, f in found.items()},
                                                 {n: f["id"] for n, f in found.items()}, cached=True)
@@ -244,7 +248,9 @@ class CachedEvaluator:
             for _, image_id in rescore:
                 if image_id not in loaded:
                     loaded[image_id] = load_image_tensor(store.image_path(store.image(image_id)))
+            t0 = time.perf_counter()
             values = self.inner.score(torch.stack([loaded[i] for _, i in rescore]), [j.target for j, _ in rescore])
+            self.compute_s += time.perf_counter() - t0
             for k, (job, image_id) in enumerate(rescore):
                 results[job] = self._save(job, image_id, {n: values[n][k] for n in self.reward_names}, cached=False)
         return [results[j] for j in jobs]
@@ -253,6 +259,6 @@ class CachedEvaluator:
         ids = {}
         with self.store.atomic():
             for name in self.reward_names:
-                ids[name] = self.store.save_score(image_id=image_id, scorer=name, version=self.versions[name],
+                ids[name] = self.store.save_score(image_id=image_id, scorer=name, version=self.reward_versions[name],
                                                   target=job.target, value=scores[name])
         return CachedEvaluation(job, image_id, dict(scores), ids, cached)

@@ -342,6 +342,16 @@ def m003_trial_scores(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX idx_trial_scores_score ON trial_scores(score_id)")
 
 
+@migration
+def m004_run_owner(db: sqlite_utils.Database) -> None:
+    """One owner per run at a time (optuna's RUNNING state with heartbeats): the process that
+    works on a run records who it is and refreshes a heartbeat; another process refuses while
+    the owner is alive. Status gains `interrupted` for runs that stopped before finishing."""
+    db.execute("ALTER TABLE runs ADD COLUMN owner TEXT")  # pid@host of the live owner, or null
+    db.execute("ALTER TABLE runs ADD COLUMN heartbeat_at TEXT")
+    db.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
+
+
 def pending_migrations(conn) -> list[str]:
     """Names of the migrations a database still needs (all of them for a new file)."""
     try:

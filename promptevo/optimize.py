@@ -15,7 +15,9 @@ import dataclasses
 import datetime as dt
 import enum
 import json
+import math
 import secrets
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,18 +32,19 @@ from promptevo.errors import UserError
 from promptevo.evaluation import CachedEvaluator, Evaluator, Job, Variant
 from promptevo.generator import rewrite
 from promptevo.hashing import config_hash
+from promptevo.lease import RunLease
 from promptevo.llm import LLM
 from promptevo.objective import objective_for
 from promptevo.references import ReferencePrompts, check_reference_db
 from promptevo.repository import NewTrial, RunRepository
 from promptevo.stats import mean_ci
 from promptevo.store import Store
-from promptevo.summary import arm_stats, round_rewards, summarize
+from promptevo.summary import answer_id, arm_stats, round_rewards, summarize
 from promptevo.templates import REFINE_INSTRUCTION, SEED_INSTRUCTIONS, STYLE_SUFFIX
 
 BASELINES = ("refine", "suffix", "reference")
 EVAL_SEED_OFFSET = 1_000_003
-SELECT_SEED_OFFSET = 2_000_003  # held-out seeds never coincide with search seeds
+PASS_SEED_OFFSET = 2_000_003  # held-out seeds never coincide with search seeds
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,10 @@ class OptimizeConfig:
             (self.seeds_per_prompt >= 1, "seeds per prompt must be >= 1"),
             (self.population >= 1, "population must be >= 1"),
             (self.arms_per_round >= 1, "arms per round must be >= 1"),
-            (0 <= self.heldout_fraction < 1, "held-out fraction must be in [0, 1)"),
+            (self.ucb_c >= 0 and math.isfinite(self.ucb_c), f"--ucb-c must be a finite number >= 0 (got {self.ucb_c})"),
+            (0 <= self.epsilon <= 1, f"--epsilon is a probability: between 0 and 1 (got {self.epsilon})"),
+            (self.new_per_gradient >= 0, "new instructions per gradient must be >= 0"),
+            (0 <= self.heldout_fraction < 1, f"--heldout-fraction must be in [0, 1) (got {self.heldout_fraction})"),
             (self.eval_seeds >= 1, "eval seeds must be >= 1"),
             (self.reference_k >= 1, "reference k must be >= 1"),
             (self.select_prompts >= 0, "select prompts must be >= 0"),
@@ -116,9 +122,9 @@ def split_prompts(prompts: Sequence[str], fraction: float, seed: int) -> tuple[l
 class Phase(str, enum.Enum):
     """The stages of a run, stored with each round."""
 
-    SEARCH = "search"
-    SELECTION = "selection"
-    EVALUATION = "evaluation"
+    search = "search"
+    selection = "selection"
+    evaluation = "evaluation"
 
 
 def create_run(store: Store, profile: Profile, config: OptimizeConfig, prompts: Sequence[str]) -> str:
@@ -141,13 +147,33 @@ def create_run(store: Store, profile: Profile, config: OptimizeConfig, prompts: 
 
 @dataclass
 class Progress:
-    """What the CLI shows: the current stage and the arms' statistics."""
+    """What the CLI shows: the current stage, the arms' statistics, the instruction the run would
+    answer with now, where the time goes and what is left."""
 
     round: int = 0
     rounds: int = 0
     stage: str = ""
     arms: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] | None = None
+    round_s: float = 0.0  # the last finished search round: wall seconds,
+    llm_s: float = 0.0  # of which in LLM calls,
+    eval_s: float = 0.0  # and in rendering and scoring
+    eta_s: float | None = None  # search rounds left x the mean round time so far
+    llm_calls_left: int = 0  # an estimate, selection pass and held-out evaluation included
+
+
+class TimedLLM:
+    """The run's LLM, with the seconds spent in it counted (for the per-round timing line)."""
+
+    def __init__(self, llm: LLM):
+        self.inner, self.model_name, self.seconds = llm, llm.model_name, 0.0
+
+    def complete(self, requests, *, temperature=None, seed=None):
+        t0 = time.perf_counter()
+        try:
+            return self.inner.complete(requests, temperature=temperature, seed=seed)
+        finally:
+            self.seconds += time.perf_counter() - t0
 
 
 class Optimizer:
@@ -168,8 +194,9 @@ class Optimizer:
         run_config = self.repo.run_config(run_id)
         self.config = OptimizeConfig.from_dict(run_config["optimize"])
         self.objective = objective_for(run_config)
-        self.llm = llm
+        self.llm = TimedLLM(llm)
         self.evaluator = CachedEvaluator(store, evaluator)
+        self._round_times: list[float] = []
         # Search rounds may decode with a tiny VAE; the selection pass and the held-out
         # evaluation always use the full decoder, so the numbers a run reports are honest.
         self.search_variant: Variant = evaluator.search_variant
@@ -198,6 +225,9 @@ class Optimizer:
         return arm_stats(self.repo, self.run_id, ids, include_round, self.objective)
 
     def _emit(self, stage: str, round: int) -> None:
+        from promptevo import interrupts
+
+        interrupts.check()  # a Ctrl-C that a library swallowed still stops the run here
         pop = self.population()
         stats = {s.arm: s for s in self.arm_stats([p["id"] for p in pop])}
         self.progress.round, self.progress.stage = round, stage
@@ -208,27 +238,60 @@ class Optimizer:
             self.progress.arms.append(
                 {"id": p["id"], "text": p["text"], "pulls": s.pulls, "mean": s.mean, "ci_low": ci.low, "ci_high": ci.high}
             )
-        best_id = bandit.best(list(stats.values()))
-        self.progress.best = next((a for a in self.progress.arms if a["id"] == best_id), None)
+        self.progress.best = self.answer()
+        self.progress.llm_calls_left = self._llm_calls_left(round, stage)
         self.on_progress(self.progress)
+
+    def answer(self) -> dict[str, Any] | None:
+        """The instruction the run would answer with now (what `runs show` and `apply` use):
+        the selection pass's choice once made, else the best search mean of every instruction
+        tried, retired ones included."""
+        everything = [i for i in self.repo.instructions(self.run_id) if i["origin"] != "baseline"]
+        stats = {s.arm: s for s in self.arm_stats([i["id"] for i in everything])}
+        best_id = answer_id(self.repo, self.run_id, stats)
+        if best_id is None:
+            return None
+        s = stats[best_id]
+        return {"id": best_id, "text": self.repo.instruction(best_id)["text"], "pulls": s.pulls, "mean": s.mean}
+
+    def _llm_calls_left(self, round: int, stage: str) -> int:
+        cfg = self.config
+        per_round = cfg.arms_per_round * cfg.batch_size + (1 + cfg.new_per_gradient if cfg.new_per_gradient else 0)
+        search_left = max(0, cfg.rounds - round + (0 if stage == "round finished" else 1)) if stage not in (
+            "selection", "held-out evaluation") else 0
+        n_opt = len(self.repo.prompts(self.run_id, "optimize"))
+        n_held = len(self.repo.prompts(self.run_id, "heldout")) or n_opt
+        selection = 0 if stage == "held-out evaluation" else min(cfg.select_prompts, n_opt) * (cfg.population * 2)
+        evaluation = n_held * (3 if "refine" in cfg.baselines else 2)
+        return search_left * per_round + selection + evaluation
+
+    def _timed_round(self, r: int, started: float, llm0: float, eval0: float) -> None:
+        p = self.progress
+        p.round_s = time.perf_counter() - started
+        p.llm_s, p.eval_s = self.llm.seconds - llm0, self.evaluator.compute_s - eval0
+        self._round_times.append(p.round_s)
+        p.eta_s = (self.config.rounds - r) * sum(self._round_times) / len(self._round_times)
 
     # -- the loop -----------------------------------------------------------------------------
 
-    def run_all(self) -> dict[str, Any]:
-        finished = self.repo.finished_rounds(self.run_id)
-        try:
-            for r in range(1, self.config.rounds + 1):
-                if r not in finished:
-                    self.search_round(r)
-            for phase, stage in ((Phase.SELECTION, self.selection_pass), (Phase.EVALUATION, self.heldout_evaluation)):
-                row = self.repo.stage_round(self.run_id, phase.value)
-                if row is None or row["status"] != "finished":
-                    stage()
-        finally:
-            if self._owns_references:  # opened here, so closed here
-                self._references.close()
-                self._references, self._owns_references = None, False
-        self.repo.set_status(self.run_id, "finished")
+    def run_all(self, *, wait: bool = False) -> dict[str, Any]:
+        """Every stage not yet finished, in order, as the run's one owner (another live process
+        on the same run makes this refuse, or wait with `wait`)."""
+        with RunLease(self.repo, self.run_id, wait=wait):
+            finished = self.repo.finished_rounds(self.run_id)
+            try:
+                for r in range(1, self.config.rounds + 1):
+                    if r not in finished:
+                        self.search_round(r)
+                for phase, stage in ((Phase.selection, self.selection_pass), (Phase.evaluation, self.heldout_evaluation)):
+                    row = self.repo.stage_round(self.run_id, phase.value)
+                    if row is None or row["status"] != "finished":
+                        stage()
+            finally:
+                if self._owns_references:  # opened here, so closed here
+                    self._references.close()
+                    self._references, self._owns_references = None, False
+            self.repo.set_status(self.run_id, "finished")
         return summarize(self.repo, self.run_id, self.objective)
 
     def _stage_number(self, phase: Phase) -> int:
@@ -288,8 +351,9 @@ class Optimizer:
             arms = self.selector.select(self.arm_stats([p["id"] for p in pop]), cfg.arms_per_round, rng)
             return {"prompts": prompts, "seeds": seeds, "arms": [int(a) for a in arms]}
 
+        started, llm0, eval0 = time.perf_counter(), self.llm.seconds, self.evaluator.compute_s
         self._emit("planning", r)
-        plan = self._plan(r, Phase.SEARCH, make_plan)
+        plan = self._plan(r, Phase.search, make_plan)
         arms = {a: self.repo.instruction(a)["text"] for a in plan["arms"]}
         self._emit("rewriting", r)
         variant = self.search_variant
@@ -307,6 +371,7 @@ class Optimizer:
             with self._gpu_meanwhile(upcoming):  # next round's naive images while the LLM critiques
                 new_instructions = self._evolve(r, weak)
         self._finish_search_round(r, new_instructions)
+        self._timed_round(r, started, llm0, eval0)
         self._emit("round finished", r)
 
     def _rewrites(self, r: int, arms: Sequence[tuple[str, int, str]], prompt_ids: Sequence[str],
@@ -416,7 +481,7 @@ class Optimizer:
         with the naive prompt, and the best mean gain becomes the run's best. Search-round means
         compare arms on different prompts and one to three rounds each, which under noise too
         often crowns a lucky newcomer; this compares them on equal terms."""
-        r = self._stage_number(Phase.SELECTION)
+        r = self._stage_number(Phase.selection)
         # candidates: the live population plus the best retired instructions by search mean
         # (retirement judged them on one or two noisy rounds)
         live = [p["id"] for p in self.population()]
@@ -431,11 +496,11 @@ class Optimizer:
             n = min(self.config.select_prompts, len(pool))
             picked = sorted(int(i) for i in rng.choice(len(pool), size=n, replace=False)) if n else []
             return {"prompts": [pool[i]["id"] for i in picked],
-                    "seeds": [[SELECT_SEED_OFFSET + int(rng.integers(0, 2**30))] for _ in picked],
+                    "seeds": [[PASS_SEED_OFFSET + int(rng.integers(0, 2**30))] for _ in picked],
                     "arms": candidates}
 
         self._emit("selection", r)
-        plan = self._plan(r, Phase.SELECTION, make_plan)
+        plan = self._plan(r, Phase.selection, make_plan)
         best = None
         if plan["prompts"] and len(plan["arms"]) > 1:
             arms = [(str(a), a) for a in plan["arms"]]
@@ -443,7 +508,7 @@ class Optimizer:
             with self._gpu_meanwhile(self._naive_jobs(plan["prompts"], plan["seeds"], variant)):
                 rewrites = self._rewrites(r, [(n, i, self.repo.instruction(i)["text"]) for n, i in arms], plan["prompts"], variant)
             self._evaluate_trials(r, plan, arms, rewrites, variant)
-            gains = {row["arm"]: row["reward"] for row in round_rewards(self.repo, self.run_id, self.objective, r, phase=Phase.SELECTION.value)}
+            gains = {row["arm"]: row["reward"] for row in round_rewards(self.repo, self.run_id, self.objective, r, phase=Phase.selection.value)}
             best = max(plan["arms"], key=lambda a: (gains.get(a, float("-inf")), -a))
         with self.repo.atomic():  # the choice and the stage's end land together
             if best is not None:
@@ -452,7 +517,7 @@ class Optimizer:
 
     def selected_instruction(self) -> dict[str, Any]:
         """The selection pass's winner, else (pass off) the best search-round mean."""
-        row = self.repo.stage_round(self.run_id, Phase.SELECTION.value)
+        row = self.repo.stage_round(self.run_id, Phase.selection.value)
         chosen = self.repo.events(self.run_id, "selected", round=row["round"]) if row else []
         if chosen:
             return self.repo.instruction(chosen[-1]["data"]["instruction_id"])
@@ -461,7 +526,7 @@ class Optimizer:
     # -- stage 3: the held-out evaluation -------------------------------------------------------
 
     def heldout_evaluation(self) -> None:
-        r = self._stage_number(Phase.EVALUATION)
+        r = self._stage_number(Phase.evaluation)
         held = self.repo.prompts(self.run_id, "heldout") or self.repo.prompts(self.run_id, "optimize")
         initial = self.repo.instructions(self.run_id, origin="seed")[0]
 
@@ -472,7 +537,7 @@ class Optimizer:
                     "best": self.selected_instruction()["id"], "initial": initial["id"]}
 
         self._emit("held-out evaluation", r)
-        plan = self._plan(r, Phase.EVALUATION, make_plan)
+        plan = self._plan(r, Phase.evaluation, make_plan)
         arms: list[tuple[str, int | None]] = [("best", plan["best"]), ("initial", plan["initial"])]
         refine = self.repo.instructions(self.run_id, origin="baseline")
         if "refine" in self.config.baselines and refine:

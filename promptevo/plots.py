@@ -69,3 +69,53 @@ def band_plot(series: dict[str, list[tuple[int, float, float, float]]], title: s
         out.append(f'<text x="{width - 140}" y="{36 + 14 * i}" font-size="11" fill="{c}">{html.escape(name)}</text>')
     out.append("</svg>")
     return "".join(out)
+
+
+def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    """About n round values spanning [lo, hi]."""
+    if hi <= lo:
+        hi = lo + 1
+    raw = (hi - lo) / max(n - 1, 1)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    first = math.floor(lo / step) * step
+    return [first + i * step for i in range(int(math.ceil((hi - first) / step)) + 1)]
+
+
+def line_plot(series: dict[str, list[tuple[int, float]]], xlabel: str, ylabel: str,
+              width: int = 760, height: int = 300) -> str:
+    """Curves over integer x (rounds): every x labelled, y ticks at round values, the y label
+    turned upright beside its tick labels, and the legend to the right of the plot area so it
+    never covers data."""
+    pts = [p for s in series.values() for p in s if math.isfinite(p[1])]
+    if not pts:
+        return "<p>No finished rounds yet.</p>"
+    left, right, top, bottom = 78, width - 190, 14, height - 42
+    xs = sorted({p[0] for p in pts})
+    yt = _ticks(min([p[1] for p in pts] + [0.0]), max([p[1] for p in pts] + [0.0]))
+    sx = _scale(xs[0] - 0.5, xs[-1] + 0.5, left, right)
+    sy = _scale(yt[0], yt[-1], bottom, top)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" role="img">',
+           f'<rect x="{left}" y="{top}" width="{right - left}" height="{bottom - top}" fill="none" stroke="#ccc"/>']
+    for y in yt:
+        out.append(f'<line x1="{left - 4}" x2="{right}" y1="{sy(y):.1f}" y2="{sy(y):.1f}" stroke="#eee"/>'
+                   f'<text x="{left - 8}" y="{sy(y) + 4:.1f}" font-size="10" text-anchor="end">{y:+.3g}</text>')
+    if yt[0] < 0 < yt[-1]:
+        out.append(f'<line x1="{left}" x2="{right}" y1="{sy(0):.1f}" y2="{sy(0):.1f}" stroke="#888" stroke-dasharray="4"/>')
+    for x in xs:
+        out.append(f'<line x1="{sx(x):.1f}" x2="{sx(x):.1f}" y1="{bottom}" y2="{bottom + 4}" stroke="#888"/>'
+                   f'<text x="{sx(x):.1f}" y="{bottom + 16}" font-size="10" text-anchor="middle">{x}</text>')
+    out.append(f'<text x="{(left + right) / 2:.0f}" y="{height - 6}" font-size="11" text-anchor="middle">{html.escape(xlabel)}</text>')
+    out.append(f'<text x="12" y="{(top + bottom) / 2:.0f}" font-size="11" text-anchor="middle" '
+               f'transform="rotate(-90 12 {(top + bottom) / 2:.0f})">{html.escape(ylabel)}</text>')
+    for i, (name, s) in enumerate(sorted(series.items())):
+        c = COLOURS[i % len(COLOURS)]
+        s = sorted(p for p in s if math.isfinite(p[1]))
+        out.append(f'<polyline fill="none" stroke="{c}" stroke-width="2" points="'
+                   + " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in s) + '"/>')
+        out += [f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{c}"><title>{html.escape(name)}, round {x}: '
+                f'{y:+.3f}</title></circle>' for x, y in s]
+        out.append(f'<rect x="{right + 14}" y="{top + 6 + 16 * i}" width="10" height="10" fill="{c}"/>'
+                   f'<text x="{right + 30}" y="{top + 15 + 16 * i}" font-size="11">{html.escape(name)}</text>')
+    out.append("</svg>")
+    return "".join(out)

@@ -83,8 +83,11 @@ def parse_mapping(items: Iterable[str]) -> dict[str, str]:
     return mapping
 
 
-def read_table(path: Path, mapping: dict[str, str] | None = None, *, max_chars: int = MAX_PROMPT_CHARS) -> ReadResult:
-    """Every row of a prompt file, normalised, with the rejected ones counted by reason."""
+def read_table(path: Path, mapping: dict[str, str] | None = None, *, max_chars: int = MAX_PROMPT_CHARS,
+               encoding: str = "utf-8") -> ReadResult:
+    """Every row of a prompt file, normalised, with the rejected ones counted by reason. Column
+    names match case-insensitively (a `Prompt` header is the prompt column); the file must be in
+    `encoding` (UTF-8 unless told), and a file that is not says so rather than looking binary."""
     if not path.is_file():
         raise UserError(f"prompt file {path} does not exist")
     fmt = FORMATS.get(path.suffix.lower(), "txt")
@@ -94,17 +97,19 @@ def read_table(path: Path, mapping: dict[str, str] | None = None, *, max_chars: 
         records: Iterator[tuple[int, Any]] = _parquet_records(path)
     else:
         data = path.read_bytes()
-        text = data.decode("utf-8-sig", errors="replace")
-        head, head_text = data[:8192], text[:8192]
-        if head.count(b"\x00") > max(4, len(head) // 100) or head_text.count("\ufffd") > max(4, len(head_text) // 10):
+        head, head_text = data[:8192], data[:8192].decode("utf-8", errors="replace")
+        controls = sum(1 for ch in head_text if unicodedata.category(ch) == "Cc" and ch not in "\t\n\r")
+        if head.count(b"\x00") > max(4, len(head) // 100) or (  # text in another encoding has no control characters
+                head_text.count("\ufffd") > max(4, len(head_text) // 10) and controls > max(2, len(head_text) // 100)):
             raise UserError(f"prompt file {path} looks binary; give a text, JSON(L), CSV/TSV or Parquet file")
+        text = _decode(path, data, encoding)
         records = _text_records(path, fmt, text, result)
     for n, record in records:
         if record is _MALFORMED:
             result.reject(n, "malformed")
             continue
-        if isinstance(record, dict) and "text" not in mapping:
-            mapping["text"] = next((c for c in TEXT_COLUMNS if c in record), "prompt")
+        if isinstance(record, dict):
+            _resolve_columns(mapping, list(record), path, strict=False)
         if isinstance(record, str):
             raw, fields = record, {}
         elif isinstance(record, dict):
@@ -132,6 +137,37 @@ def read_table(path: Path, mapping: dict[str, str] | None = None, *, max_chars: 
 
 
 _MALFORMED = object()
+
+
+def _decode(path: Path, data: bytes, encoding: str) -> str:
+    try:
+        return data.decode("utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding)
+    except LookupError:
+        raise UserError(f"unknown encoding {encoding!r} (e.g. utf-8, latin-1, cp1252, utf-16)") from None
+    except UnicodeDecodeError as exc:
+        if encoding.lower().replace("_", "-") in ("utf-8", "utf8"):
+            raise UserError(f"prompt file {path} is not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+                            "if it is Latin-1 or another encoding, pass --encoding NAME (e.g. --encoding latin-1)") from None
+        raise UserError(f"prompt file {path} is not {encoding} ({exc.reason} at offset {exc.start})") from None
+
+
+def _resolve_columns(mapping: dict[str, str], columns: list[str], path: Path, *, strict: bool) -> None:
+    """Map each field to a real column, matching names case-insensitively; the text field, when
+    not given, is the first of prompt, text, caption that exists. Missing columns: a UserError
+    when `strict` (a header names them all), else left for the row to report."""
+    by_lower = {c.lower(): c for c in columns}
+    for key, column in list(mapping.items()):
+        if column not in columns and column.lower() in by_lower:
+            mapping[key] = by_lower[column.lower()]
+    if "text" not in mapping:
+        found = next((by_lower[c] for c in TEXT_COLUMNS if c in by_lower), None)
+        if found is None and strict:
+            raise UserError(f"{path} has no prompt column (looked for {', '.join(TEXT_COLUMNS)} in any case; columns: "
+                            f"{', '.join(columns) or 'none'}); name it with --map text=COLUMN")
+        mapping["text"] = found or "prompt"
+    missing = [c for c in mapping.values() if c not in columns]
+    if missing and strict:
+        raise UserError(f"{path} has no column {', '.join(map(repr, missing))} (columns: {', '.join(columns) or 'none'})")
 
 
 def _as_text(value: Any) -> str:
@@ -169,14 +205,7 @@ def _text_records(path: Path, fmt: str, text: str, result: ReadResult) -> Iterat
         yield from enumerate(data, 1)
     else:
         reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if fmt == "tsv" else ",")
-        columns = reader.fieldnames or []
-        wanted = [c for k, c in result.mapping.items()]
-        missing = [c for c in wanted if c not in columns]
-        if missing or ("text" not in result.mapping and not any(c in columns for c in TEXT_COLUMNS)):
-            raise UserError(
-                f"{path} has no column {', '.join(map(repr, missing or TEXT_COLUMNS[:1]))} "
-                f"(columns: {', '.join(columns) or 'none'}); name the text column with --map text=COLUMN"
-            )
+        _resolve_columns(result.mapping, list(reader.fieldnames or []), path, strict=True)
         try:
             for n, row in enumerate(reader, 1):
                 yield n, row
@@ -194,10 +223,15 @@ def _parquet_records(path: Path) -> Iterator[tuple[int, Any]]:
     yield from enumerate(table.to_pylist(), 1)
 
 
-def read_prompts(path: Path, column: str | None = None) -> list[str]:
-    """Prompts for a run: every row must be usable (a run should not silently drop a prompt
-    the user gave); blank lines are skipped; duplicates are dropped keeping order."""
-    result = read_table(path, {"text": column} if column else None)
+def read_prompts(path: Path, column: str | None = None, encoding: str = "utf-8") -> list[str]:
+    return read_prompt_column(path, column, encoding)[0]
+
+
+def read_prompt_column(path: Path, column: str | None = None, encoding: str = "utf-8") -> tuple[list[str], str | None]:
+    """Prompts for a run, and the column they came from (None for a text file): every row must
+    be usable (a run should not silently drop a prompt the user gave); blank lines are skipped;
+    duplicates are dropped keeping order."""
+    result = read_table(path, {"text": column} if column else None, encoding=encoding)
     bad = {k: v for k, v in result.rejected.items() if k != "empty"}
     if bad:
         n, reason = next((n, r) for n, r in result.examples if r != "empty")
@@ -207,7 +241,8 @@ def read_prompts(path: Path, column: str | None = None) -> list[str]:
             + ", ".join(f"{v} {k}" for k, v in sorted(bad.items()))
             + f"; first at row {n} ({reason}){hint}"
         )
-    return check_prompts([r.text for r in result.rows], source=str(path))
+    used = result.mapping.get("text") if result.format != "txt" else None
+    return check_prompts([r.text for r in result.rows], source=str(path)), used
 
 
 def check_prompts(prompts: list[str], source: str = "arguments") -> list[str]:

@@ -42,6 +42,8 @@ class ImportReport:
     duplicates: list[dict[str, Any]] = field(default_factory=list)  # first groups: text, rows
     rejected: dict[str, int] = field(default_factory=dict)
     rejected_examples: list[dict[str, Any]] = field(default_factory=list)
+    columns: dict[str, str] = field(default_factory=dict)  # field -> the column it was read from
+    tags_refused: list[str] = field(default_factory=list)  # tag values that normalised to nothing usable
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -136,10 +138,19 @@ class PromptDB:
         origin: str | None = None,
         mapping: dict[str, str] | None = None,
         max_chars: int = MAX_PROMPT_CHARS,
+        encoding: str = "utf-8",
     ) -> ImportReport:
         """Add a file's prompts in one transaction. Re-importing the same file adds nothing;
         a prompt already collected from another source gains this source as well."""
-        result = read_table(path, mapping, max_chars=max_chars)
+        return self.import_read(read_table(path, mapping, max_chars=max_chars, encoding=encoding),
+                                source=source, licence=licence, origin=origin)
+
+    def import_read(self, result, *, source: str | None = None, licence: str | None = None,
+                    origin: str | None = None) -> ImportReport:
+        """Add the rows of a file already read (`read_table`), so a command can check its
+        input before it opens, or creates, the database."""
+        path = result.path
+        refused: list[str] = []
         name = source or path.name
         groups: dict[str, list[Row]] = {}
         for row in result.rows:
@@ -176,7 +187,9 @@ class PromptDB:
                     [pid, source_id, first.n, len(rows), first.fields.get("id"), first.fields.get("licence"),
                      first.raw if first.raw != text else None],
                 )
-                for tag in _split_tags(first.fields.get("tags")):
+                tags, bad = split_tags(first.fields.get("tags"))
+                refused += [b for b in bad if b not in refused]
+                for tag in tags:
                     conn.execute("INSERT OR IGNORE INTO tags (prompt_id, tag, origin) VALUES (?, ?, 'import')", [pid, tag])
         repeated = [rows for rows in groups.values() if len(rows) > 1]
         return ImportReport(
@@ -185,6 +198,7 @@ class PromptDB:
             duplicates=[{"text": r[0].text, "rows": [x.n for x in r]} for r in repeated[:20]],
             rejected=dict(sorted(result.rejected.items())),
             rejected_examples=[{"row": n, "reason": why} for n, why in result.examples],
+            columns=dict(result.mapping), tags_refused=refused,
         )
 
     def import_collection(self, folder: Path) -> list[ImportReport]:
@@ -352,6 +366,7 @@ class PromptDB:
     # -- tags and splits ---------------------------------------------------------------------
 
     def tag(self, ids: Sequence[str], tags: Sequence[str], *, origin: str = "manual", remove: bool = False) -> int:
+        tags = [normalize_tag(t) or t for t in tags]
         bad = [t for t in tags if not re.fullmatch(r"[\w.:/+-]{1,64}", t)]
         if bad:
             raise UserError(f"tag {bad[0]!r}: use letters, digits and . : / + - _ (at most 64)")
@@ -470,10 +485,24 @@ class PromptDB:
         }
 
 
-def _split_tags(value: str | None) -> list[str]:
+def normalize_tag(value: str) -> str | None:
+    """A tag as stored: lower case, every run of other characters one hyphen ("World Knowledge"
+    becomes world-knowledge, "Food & Beverage" food-beverage); None if nothing usable is left."""
+    tag = re.sub(r"[^\w.:/+-]+", "-", value.strip().lower()).strip("-")
+    return tag if 0 < len(tag) <= 64 else None
+
+
+def split_tags(value: str | None) -> tuple[list[str], list[str]]:
+    """(tags, refused values) from a cell like "Food & Beverage, outdoor; 2024"."""
     if not value:
-        return []
-    return [t.strip() for t in re.split(r"[,;|]", value) if re.fullmatch(r"[\w.:/+-]{1,64}", t.strip())]
+        return [], []
+    tags, refused = [], []
+    for part in re.split(r"[,;|]", value):
+        if not part.strip():
+            continue
+        tag = normalize_tag(part)
+        (tags if tag else refused).append(tag or part.strip())
+    return list(dict.fromkeys(tags)), refused
 
 
 def _file_sha256(path: Path) -> str:

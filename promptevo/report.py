@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 from pathlib import Path
 from typing import Any
 
 from promptevo.objective import objective_for
+from promptevo.plots import line_plot
 from promptevo.repository import RunRepository
 from promptevo.store import Store
 from promptevo.summary import round_rewards, summarize
@@ -18,6 +20,7 @@ body{font-family:system-ui,sans-serif;margin:2rem;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;padding:4px 8px;font-size:14px;vertical-align:top}
 .grid{display:flex;flex-wrap:wrap;gap:12px}.cell{width:260px;font-size:12px}.cell img{width:256px;image-rendering:pixelated}
 .lineage ul{margin:0 0 0 1.2rem}.retired{color:#888}
+pre.critique{white-space:pre-wrap;background:#f6f6f6;padding:8px;font-size:13px}
 """
 
 
@@ -28,33 +31,6 @@ def _e(x: Any) -> str:
 def _img(store: Store, rel: str) -> str:
     data = (store.artifacts / rel).read_bytes()
     return f'<img alt="image" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
-
-
-def _svg_curves(series: dict[str, list[tuple[int, float]]], width: int = 640, height: int = 260) -> str:
-    points = [p for s in series.values() for p in s]
-    if not points:
-        return "<p>No finished rounds yet.</p>"
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    x0, x1 = min(xs), max(max(xs), min(xs) + 1)
-    y0, y1 = min(ys + [0.0]), max(ys + [0.0])
-    y1 = y1 if y1 > y0 else y0 + 1
-    sx = lambda x: 40 + (x - x0) / (x1 - x0) * (width - 60)  # noqa: E731
-    sy = lambda y: height - 30 - (y - y0) / (y1 - y0) * (height - 50)  # noqa: E731
-    colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
-             f'<line x1="40" x2="{width - 20}" y1="{sy(0):.1f}" y2="{sy(0):.1f}" stroke="#aaa" stroke-dasharray="4"/>',
-             '<text x="4" y="14" font-size="11">gain over naive (HPS x100)</text>',
-             f'<text x="{width - 60}" y="{height - 8}" font-size="11">round</text>',
-             f'<text x="4" y="{sy(y1):.1f}" font-size="10">{y1:+.2f}</text><text x="4" y="{sy(y0):.1f}" font-size="10">{y0:+.2f}</text>']
-    for n, (name, pts) in enumerate(sorted(series.items())):
-        c = colours[n % len(colours)]
-        path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in sorted(pts))
-        parts.append(f'<polyline fill="none" stroke="{c}" stroke-width="2" points="{path}"/>')
-        for x, y in pts:
-            parts.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{c}"><title>{_e(name)}: {y:+.3f}</title></circle>')
-        parts.append(f'<text x="{width - 150}" y="{20 + 14 * n}" font-size="11" fill="{c}">{_e(name)}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
 
 
 def write_report(store: Store, run_id: str, path: Path) -> Path:
@@ -117,16 +93,69 @@ def write_report(store: Store, run_id: str, path: Path) -> Path:
         grids.append(f"<h3>{_e(texts[t.prompt_id])}</h3><div class=\"grid\">{''.join(cells)}</div>")
 
     best = summary["best_instruction"]
+    page_sections = _critiques(repo, run_id) + _references(repo, run_id, store) + _timings(repo, run_id)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>promptevo run {_e(run_id)}</title>
 <style>{_CSS}</style></head><body>
 <h1>promptevo run {_e(run_id)}</h1>
 <p>Status: {_e(summary['status'])} · profile {_e(summary['profile'])} · config {_e(summary['config_hash'])}</p>
 <h2>Best instruction</h2><p>{_e(best['text']) if best else '-'}</p>
 <h2>Held-out comparison (fresh seeds)</h2>
-<table><tr><th>arm</th><th>instruction</th><th>mean HPS</th><th>95% CI</th><th>gain vs naive</th><th>95% CI of gain</th></tr>{heldout_rows}</table>
-<h2>Score curves</h2>{_svg_curves(series)}
+<table><tr><th>arm</th><th>instruction</th><th>mean score</th><th>95% CI</th><th>gain vs naive</th><th>95% CI of gain</th></tr>{heldout_rows}</table>
+<h2>Score curves</h2><p>Each instruction's mean gain over the naive prompt in the search rounds it was
+evaluated in, and the best so far.</p>{line_plot(series, "search round", "gain over naive (objective)")}
 <h2>Instruction lineage</h2><div class="lineage">{lineage(None)}</div>
+{page_sections}
 <h2>Images</h2>{''.join(grids)}
 </body></html>"""
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def _critiques(repo: RunRepository, run_id: str) -> str:
+    """Every textual gradient: which instruction it critiqued, in which round, what it said and
+    which improvements the updater was asked for."""
+    rows = []
+    for g in repo.gradients(run_id):
+        improvements = "".join(f"<li>{_e(i)}</li>" for i in json.loads(g["improvements_json"]))
+        rows.append(f"<h3>Round {g['round']}: critique of #{g['instruction_id']}</h3>"
+                    f"<pre class=\"critique\">{_e(g['text'])}</pre><p>Improvements asked for:</p><ul>{improvements}</ul>")
+    return "<h2>Critiques</h2>" + ("".join(rows) or "<p>No critique yet.</p>")
+
+
+def _references(repo: RunRepository, run_id: str, store: Store) -> str:
+    """The reference-database prompts the critic was shown, by round."""
+    events = repo.events(run_id, "reference_prompts")
+    if not events:
+        return ""
+    ref_db = repo.run_config(run_id)["optimize"].get("reference_db")
+    texts: dict[str, str] = {}
+    if ref_db and Path(ref_db).is_file():
+        with Store(ref_db, readonly=True) as refs:
+            texts = refs.prompt_texts([r["reference_id"] for e in events for r in e["data"]["references"]])
+    names = repo.prompt_texts([r["prompt_id"] for e in events for r in e["data"]["references"]])
+    rows = "".join(
+        f"<tr><td>{e['round']}</td><td>{_e(names.get(r['prompt_id'], r['prompt_id']))}</td>"
+        f"<td>{r['similarity']:.3f}</td><td>{_e(texts.get(r['reference_id'], r['reference_id']))}</td></tr>"
+        for e in events for r in e["data"]["references"])
+    return ("<h2>Reference prompts shown to the critic</h2><table><tr><th>round</th><th>short prompt</th>"
+            f"<th>similarity</th><th>reference prompt</th></tr>{rows}</table>")
+
+
+def _timings(repo: RunRepository, run_id: str) -> str:
+    """Wall time per round (from its stored start and end) and the LLM calls by role."""
+    import datetime as dt
+
+    rows = []
+    for r in repo.rounds(run_id):
+        took = "-"
+        if r["finished_at"]:
+            took = f"{(dt.datetime.fromisoformat(r['finished_at']) - dt.datetime.fromisoformat(r['started_at'])).total_seconds():.1f} s"
+        rows.append(f"<tr><td>{r['round']}</td><td>{_e(r['phase'])}</td><td>{_e(r['status'])}</td><td>{took}</td></tr>")
+    calls = repo.llm_calls(run_id)
+    by_role: dict[str, int] = {}
+    for c in calls:
+        by_role[c["role"]] = by_role.get(c["role"], 0) + 1
+    tokens = sum((c["prompt_tokens"] or 0) + (c["completion_tokens"] or 0) for c in calls)
+    return ("<h2>Timings</h2><table><tr><th>round</th><th>stage</th><th>status</th><th>wall time</th></tr>"
+            f"{''.join(rows)}</table><p>{len(calls)} LLM calls ("
+            + ", ".join(f"{n} {_e(role)}" for role, n in sorted(by_role.items())) + f"), {tokens:,} tokens.</p>")

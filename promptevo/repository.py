@@ -9,7 +9,7 @@ into one larger unit of work (a round's end: new instructions, retirements, the 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,8 +89,10 @@ class RunRepository:
     def runs(self) -> list[dict[str, Any]]:
         """Every run, newest first, with its finished rounds and best instruction's text."""
         return self.store.query(
-            """SELECT r.id, r.created_at, r.status, r.profile, r.config_hash,
-                      (SELECT COUNT(*) FROM rounds WHERE run_id = r.id AND status = 'finished') AS rounds_done,
+            """SELECT r.id, r.created_at, r.status, r.owner, r.heartbeat_at, r.profile, r.config_hash,
+                      (SELECT COUNT(*) FROM rounds WHERE run_id = r.id AND status = 'finished' AND phase = 'search') AS rounds_done,
+                      json_extract(r.config_json, '$.optimize.rounds') AS rounds,
+                      (SELECT phase FROM rounds WHERE run_id = r.id ORDER BY round DESC LIMIT 1) AS stage,
                       (SELECT text FROM instructions WHERE id = r.best_instruction_id) AS best
                FROM runs r ORDER BY r.created_at DESC""")
 
@@ -109,6 +111,37 @@ class RunRepository:
     def touch(self, run_id: str) -> None:
         with self.atomic() as conn:
             conn.execute("UPDATE runs SET updated_at = ? WHERE id = ?", [now(), run_id])
+
+    # -- ownership (see lease.py) -----------------------------------------------------------
+
+    def claim(self, run_id: str, owner: str, alive: Callable[[str | None, str | None], bool]) -> bool:
+        """Take the run for `owner` unless another owner is `alive`; atomic across processes
+        (BEGIN IMMEDIATE holds the write lock from the read to the write)."""
+        with self.atomic() as conn:
+            row = conn.execute("SELECT owner, heartbeat_at FROM runs WHERE id = ?", [run_id]).fetchone()
+            if row is None:
+                raise UserError(f"no run {run_id!r} in {self.store.path}")
+            if row[0] not in (None, owner) and alive(row[0], row[1]):
+                return False
+            conn.execute(
+                """UPDATE runs SET owner = ?, heartbeat_at = ?, updated_at = ?,
+                   status = CASE WHEN status = 'finished' THEN status ELSE 'running' END WHERE id = ?""",
+                [owner, now(), now(), run_id])
+            if row[0] not in (None, owner):
+                self.event(run_id, "owner_taken_over", {"from": row[0], "to": owner})
+            return True
+
+    def heartbeat(self, run_id: str, owner: str) -> None:
+        with self.atomic() as conn:
+            conn.execute("UPDATE runs SET heartbeat_at = ? WHERE id = ? AND owner = ?", [now(), run_id, owner])
+
+    def release(self, run_id: str, owner: str) -> None:
+        """Give the run up: finished stays finished, anything else becomes interrupted."""
+        with self.atomic() as conn:
+            conn.execute(
+                """UPDATE runs SET owner = NULL, heartbeat_at = NULL, updated_at = ?,
+                   status = CASE WHEN status = 'finished' THEN status ELSE 'interrupted' END
+                   WHERE id = ? AND owner = ?""", [now(), run_id, owner])
 
     # -- prompts ------------------------------------------------------------------------------
 

@@ -36,9 +36,6 @@ class RewardModel(Protocol):
         """Forget per-prompt work kept between calls (benchmarks time it cold)."""
 
 
-Scorer = RewardModel  # the name the first version used
-
-
 def checkpoint_path(config: ScorerConfig) -> Path:
     if config.checkpoint:
         path = Path(config.checkpoint).expanduser()

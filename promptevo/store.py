@@ -44,9 +44,12 @@ def prompt_id(text: str) -> str:
 
 
 class Store:
-    def __init__(self, path: str | os.PathLike, *, readonly: bool = False):
+    def __init__(self, path: str | os.PathLike, *, readonly: bool = False, create: bool = True):
+        """`create=False`: the database must exist (a command that only reads or continues work
+        must not leave an empty database behind when its path is mistyped)."""
         self.path = Path(path)
         self.readonly = readonly
+        self.create = create
         self.artifacts = self.path.with_name(self.path.name + "-artifacts")
         self._lock = threading.RLock()
         self._depth = 0  # nesting level of atomic()
@@ -58,9 +61,11 @@ class Store:
         path = self.path
         if path.is_dir():
             raise UserError(f"{path} is a folder, not a database file")
-        if self.readonly:
+        if self.readonly or not self.create:
             if not path.exists():
                 raise UserError(f"database {path} does not exist")
+        if self.readonly:
+            pass
         elif path.exists() and (not os.access(path, os.W_OK) or not path.stat().st_mode & 0o222):
             raise UserError(f"database {path} is read-only; pass a writable --db path")
         elif not path.exists() and not (path.parent if str(path.parent) else Path(".")).is_dir():
@@ -114,6 +119,12 @@ class Store:
 
     def close(self) -> None:
         self.conn.close()
+
+    @staticmethod
+    def make_folder(path: str | os.PathLike) -> None:
+        """Create the folder a new database goes in (every command that creates one does this,
+        once its input has been checked)."""
+        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
 
     def __enter__(self) -> Store:
         return self

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from promptevo import bandit
+from promptevo.lease import status_of
 from promptevo.objective import Objective, objective_for
 from promptevo.objective import round_rewards as objective_round_rewards
 from promptevo.repository import RunRepository
@@ -54,6 +55,16 @@ def heldout_table(repo: RunRepository, run_id: str, objective: Objective | None 
     return table
 
 
+def answer_id(repo: RunRepository, run_id: str, stats: dict[int, bandit.ArmStats]) -> int | None:
+    """The instruction a run answers with: the one its held-out evaluation compared, else the
+    selection pass's choice, else the best search-round mean (retired instructions included)."""
+    best = repo.require_run(run_id)["best_instruction_id"]
+    if best:
+        return best
+    chosen = repo.events(run_id, "selected")
+    return chosen[-1]["data"]["instruction_id"] if chosen else bandit.best(list(stats.values()))
+
+
 def summarize(repo: RunRepository, run_id: str, objective: Objective | None = None) -> dict[str, Any]:
     run = repo.require_run(run_id)
     objective = objective or objective_for(repo.run_config(run_id))
@@ -71,12 +82,12 @@ def summarize(repo: RunRepository, run_id: str, objective: Objective | None = No
             "ci_low": None if s.pulls < 2 else ci.low, "ci_high": None if s.pulls < 2 else ci.high,
             "selection_gain": selection.get(i["id"]),  # on the selection pass's shared prompts
         })
-    best_id = run["best_instruction_id"] or bandit.best(list(stats.values()))
+    best_id = answer_id(repo, run_id, stats)
     best = next((i for i in items if i["id"] == best_id), None)
     rounds = [{"round": r["round"], "status": r["status"], "phase": r["phase"]} for r in repo.rounds(run_id)]
     return {
         "run_id": run_id,
-        "status": run["status"],
+        "status": status_of(run),
         "profile": run["profile"],
         "config_hash": run["config_hash"],
         "objective": objective.spec(),

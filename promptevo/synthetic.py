@@ -83,6 +83,8 @@ class SyntheticRenderer:
 
         from promptevo.render import RenderBatch
 
+        if len(prompts) != len(seeds):
+            raise ValueError("one seed per prompt")
         self.pipeline_calls += 1
         vectors = self.embedder.encode(list(prompts))
         images = np.zeros((len(prompts), *_SHAPE), dtype=np.float32)
@@ -115,6 +117,8 @@ class SyntheticScorer:
             from promptevo.score import pil_to_tensor
 
             images = pil_to_tensor(images)
+        if len(images) != len(prompts):
+            raise ValueError("one prompt per image")
         self.image_forwards += 1
         pixels = images.detach().float().cpu().numpy()
         pixels = np.round(np.clip(pixels, 0, 1) * 255) / 255  # what a PNG would hold

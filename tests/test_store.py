@@ -35,7 +35,7 @@ EXPECTED_SCHEMA = {
     "rounds": ["run_id", "round", "status", "phase", "plan_json", "started_at", "finished_at"],
     "run_prompts": ["run_id", "prompt_id", "split", "position"],
     "runs": ["id", "created_at", "updated_at", "status", "profile", "config_json", "config_hash", "seed",
-             "best_instruction_id"],
+             "best_instruction_id", "owner", "heartbeat_at"],
     "scores": ["id", "image_id", "scorer", "scorer_version", "target_prompt", "value", "created_at"],
     "trials": ["id", "run_id", "round", "arm", "instruction_id", "prompt_id", "seed", "image_id", "score_id"],
     "trial_scores": ["trial_id", "reward", "score_id"],
