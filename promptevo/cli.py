@@ -46,6 +46,25 @@ def profiles(as_json: JsonOpt = False):
 
 
 @app.command()
+def rewards(as_json: JsonOpt = False):
+    """The reward repository: what each reward measures, its scale, what it needs, and whether
+    it is installed here. Use the kinds in `optimize --objective` and `--guard`."""
+    from promptevo.rewards import REPOSITORY
+
+    rows = [{"kind": r.kind, "measures": r.measures, "scale": r.scale_note, "unit": r.scale,
+             "higher_is_better": r.higher_is_better, "needs": r.needs, "installed": r.installed()}
+            for r in REPOSITORY.values()]
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("reward", "measures", "scale", "objective unit", "needs", "installed")
+    for r in rows:
+        table.add_row(r["kind"], r["measures"], r["scale"] + ("" if r["higher_is_better"] else " (lower is better)"),
+                      f"{r['unit']:g}", r["needs"], "yes" if r["installed"] else "no")
+    out.print(table)
+
+
+@app.command()
 def render(
     prompts: Annotated[list[str], typer.Argument(help="Prompts to render.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for PNGs and their JSON sidecars.")] = Path("images"),

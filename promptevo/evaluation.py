@@ -78,7 +78,8 @@ class Evaluator(Protocol):
 
     def evaluate(self, jobs: Sequence[Job]) -> list[Evaluation]: ...
 
-    def score(self, images, targets: Sequence[str]) -> dict[str, list[float]]: ...
+    def score(self, images, targets: Sequence[str], rewards: Sequence[str] | None = None,
+              texts: Sequence[str] | None = None) -> dict[str, list[float]]: ...
 
     def token_count(self, text: str, variant: Variant) -> int: ...
 
@@ -103,6 +104,7 @@ class LocalEvaluator:
         self.search_variant, self.final_variant = Variant(renderer.config), Variant(final.config)
         self.reward_names = tuple(r.name for r in self.rewards)
         self.reward_versions = {r.name: r.version for r in self.rewards}
+        self._text_rewards = {r.name for r in self.rewards if getattr(r, "uses_text", False)}  # optional attribute
         if len(set(self.reward_names)) != len(self.reward_names):
             raise UserError(f"two reward models share a name: {', '.join(self.reward_names)}")
 
@@ -147,16 +149,20 @@ class LocalEvaluator:
             return []
         tensors = [images[(j.variant.hash, j.text, j.seed)][0] for j in unique]
         stacked = torch.stack([t.to(tensors[0].device) for t in tensors])
-        values = self.score(stacked, [j.target for j in unique])
+        values = self.score(stacked, [j.target for j in unique], texts=[j.text for j in unique])
         done = {j: Evaluation(j, images[(j.variant.hash, j.text, j.seed)][0],
                               {name: values[name][i] for name in self.reward_names},
                               images[(j.variant.hash, j.text, j.seed)][1])
                 for i, j in enumerate(unique)}
         return [done[j] for j in jobs]
 
-    def score(self, images, targets: Sequence[str], rewards: Sequence[str] | None = None) -> dict[str, list[float]]:
-        """Every reward (or the named ones) on a [N, 3, H, W] batch against its targets."""
-        return {r.name: r.score(images, list(targets)) for r in self.rewards if rewards is None or r.name in rewards}
+    def score(self, images, targets: Sequence[str], rewards: Sequence[str] | None = None,
+              texts: Sequence[str] | None = None) -> dict[str, list[float]]:
+        """Every reward (or the named ones) on a [N, 3, H, W] batch against its targets; rewards
+        that read the rendered texts (`uses_text`) get `texts` as well."""
+        return {r.name: (r.score(images, list(targets), texts=list(texts) if texts is not None else None)
+                         if r.name in self._text_rewards else r.score(images, list(targets)))
+                for r in self.rewards if rewards is None or r.name in rewards}
 
 
 def apply_post_ops(images, post_ops: Sequence[PostOp]):
@@ -249,7 +255,8 @@ class CachedEvaluator:
                 if image_id not in loaded:
                     loaded[image_id] = load_image_tensor(store.image_path(store.image(image_id)))
             t0 = time.perf_counter()
-            values = self.inner.score(torch.stack([loaded[i] for _, i in rescore]), [j.target for j, _ in rescore])
+            values = self.inner.score(torch.stack([loaded[i] for _, i in rescore]), [j.target for j, _ in rescore],
+                                      texts=[j.text for j, _ in rescore])
             self.compute_s += time.perf_counter() - t0
             for k, (job, image_id) in enumerate(rescore):
                 results[job] = self._save(job, image_id, {n: values[n][k] for n in self.reward_names}, cached=False)

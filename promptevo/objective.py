@@ -11,16 +11,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from promptevo.repository import TrialRecord
 
 
 class Objective(Protocol):
-    def score(self, scores: Mapping[str, float]) -> float: ...
+    def score(self, scores: Mapping[str, float]) -> float:
+        """A trial's value from its rewards' scores (held-out tables, critique examples)."""
 
-    def spec(self) -> dict[str, Any]: ...
+    def spec(self) -> dict[str, Any]:
+        """What rebuilds it: {"kind": registered kind, **params}; stored with the run."""
+
+    # Optional: gain(scores, naive_scores) -> float, the paired gain over the naive prompt; by
+    # default score(scores) - score(naive_scores). Guards use it to penalise a gain.
+
+
+def gain_of(objective: Objective, scores: Mapping[str, float], naive: Mapping[str, float]) -> float:
+    custom = getattr(objective, "gain", None)  # the optional method above
+    return custom(scores, naive) if custom else objective.score(scores) - objective.score(naive)
 
 
 @dataclass(frozen=True)
@@ -55,20 +65,73 @@ def mean(values: Sequence[float]) -> float:
 @dataclass(frozen=True)
 class Gain:
     trial: TrialRecord
-    score: float  # the objective on this trial
-    naive: float  # the objective on the naive prompt's trial of the same round, prompt and seed
-
-    @property
-    def gain(self) -> float:
-        return self.score - self.naive
+    gain: float  # the objective's paired gain over the naive prompt (same round, prompt and seed)
 
 
 def paired_gains(trials: Iterable[TrialRecord], objective: Objective) -> list[Gain]:
-    """Every non-naive trial that has its naive partner, with both objective values."""
+    """Every non-naive trial that has its naive partner, with its gain."""
     trials = list(trials)
-    naive = {(t.round, t.prompt_id, t.seed): objective.score(t.scores) for t in trials if t.arm == "naive"}
-    return [Gain(t, objective.score(t.scores), naive[(t.round, t.prompt_id, t.seed)])
+    naive = {(t.round, t.prompt_id, t.seed): t.scores for t in trials if t.arm == "naive"}
+    return [Gain(t, gain_of(objective, t.scores, naive[(t.round, t.prompt_id, t.seed)]))
             for t in trials if t.arm != "naive" and (t.round, t.prompt_id, t.seed) in naive]
+
+
+@dataclass(frozen=True)
+class WeightedObjective:
+    """A weighted sum of rewards, each divided by its scale (the size of a gain that matters on
+    it) and signed so higher is better; guards penalise a trial whose gain on a guarded reward
+    falls more than its tolerance below the naive prompt's: the run cannot win by leaving the
+    user's subject. Every parameter is stored, so the value is recomputable from stored scores."""
+
+    weights: dict[str, float]  # reward name -> weight
+    scales: dict[str, float]  # reward name -> scale
+    signs: dict[str, float]  # reward name -> +1 (higher is better) or -1
+    guards: dict[str, float] = field(default_factory=dict)  # reward name -> tolerance in its own units
+    penalty: float = 10.0  # subtracted (in objective units) from a gain that breaks a guard
+
+    def score(self, scores: Mapping[str, float]) -> float:
+        return math.fsum(w * self.signs[r] * scores[r] / self.scales[r] for r, w in self.weights.items())
+
+    def gain(self, scores: Mapping[str, float], naive: Mapping[str, float]) -> float:
+        value = self.score(scores) - self.score(naive)
+        for r, tol in self.guards.items():
+            if self.signs[r] * (scores[r] - naive[r]) < -tol:
+                value -= self.penalty
+        return value
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": "weighted", "weights": dict(self.weights), "scales": dict(self.scales), "signs": dict(self.signs),
+                "guards": dict(self.guards), "penalty": self.penalty}
+
+
+def parse_weights(text: str) -> dict[str, float]:
+    """"hps=1,clip=0.5" -> {"hps": 1.0, "clip": 0.5} (kinds of the reward repository)."""
+    from promptevo.errors import UserError
+
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        kind, sep, value = part.partition("=")
+        try:
+            out[kind.strip()] = float(value) if sep else 1.0
+        except ValueError:
+            raise UserError(f"--objective takes KIND=WEIGHT,... (got {part!r})") from None
+        if not math.isfinite(out[kind.strip()]) or out[kind.strip()] < 0:
+            raise UserError(f"--objective weights must be finite and >= 0 (got {part!r})")
+    if not out or not any(out.values()):
+        raise UserError("--objective needs at least one reward with a positive weight, e.g. hps=1,clip=0.5")
+    return out
+
+
+def weighted_spec(weights: Mapping[str, float], guards: Mapping[str, float], names: Mapping[str, str]) -> dict[str, Any]:
+    """The stored spec of a weighted objective over reward kinds, given each kind's stored name."""
+    from promptevo.rewards import info
+
+    used = set(weights) | set(guards)
+    return {"kind": "weighted",
+            "weights": {names[k]: float(w) for k, w in weights.items()},
+            "scales": {names[k]: info(k).scale for k in used},
+            "signs": {names[k]: 1.0 if info(k).higher_is_better else -1.0 for k in used},
+            "guards": {names[k]: float(t) for k, t in guards.items()}, "penalty": 10.0}
 
 
 def round_rewards(trials: Iterable[TrialRecord], objective: Objective) -> list[dict[str, Any]]:

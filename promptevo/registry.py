@@ -202,3 +202,18 @@ def _reward_objective(reward: str):
     from promptevo.objective import RewardObjective
 
     return RewardObjective(reward)
+
+
+@register_objective("weighted")
+def _weighted_objective(weights, scales, signs, guards=None, penalty=10.0):
+    from promptevo.objective import WeightedObjective
+
+    return WeightedObjective(dict(weights), dict(scales), dict(signs), dict(guards or {}), float(penalty))
+
+
+def _register_repository() -> None:
+    """The reward repository's models (rewards.py) register themselves on import."""
+    import promptevo.rewards  # noqa: F401
+
+
+_register_repository()

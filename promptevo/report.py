@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from promptevo.objective import objective_for
-from promptevo.plots import line_plot
+from promptevo.plots import line_plot, scatter_plot
 from promptevo.repository import RunRepository
 from promptevo.store import Store
 from promptevo.summary import round_rewards, summarize
@@ -93,7 +93,8 @@ def write_report(store: Store, run_id: str, path: Path) -> Path:
         grids.append(f"<h3>{_e(texts[t.prompt_id])}</h3><div class=\"grid\">{''.join(cells)}</div>")
 
     best = summary["best_instruction"]
-    page_sections = _critiques(repo, run_id) + _references(repo, run_id, store) + _timings(repo, run_id)
+    page_sections = (_rewards(summary) + _critiques(repo, run_id) + _references(repo, run_id, store)
+                     + _timings(repo, run_id))
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>promptevo run {_e(run_id)}</title>
 <style>{_CSS}</style></head><body>
 <h1>promptevo run {_e(run_id)}</h1>
@@ -159,3 +160,29 @@ def _timings(repo: RunRepository, run_id: str) -> str:
     return ("<h2>Timings</h2><table><tr><th>round</th><th>stage</th><th>status</th><th>wall time</th></tr>"
             f"{''.join(rows)}</table><p>{len(calls)} LLM calls ("
             + ", ".join(f"{n} {_e(role)}" for role, n in sorted(by_role.items())) + f"), {tokens:,} tokens.</p>")
+
+
+def _rewards(summary: dict) -> str:
+    """With several rewards: each one's held-out gain with its CI, and the trade-off per
+    instruction (mean search-round gain on each reward side by side, the first two plotted)."""
+    by_reward = summary.get("heldout_by_reward") or {}
+    if len(by_reward) < 2:
+        return ""
+    names = list(by_reward)
+    head = "".join(f"<th>{_e(n)}</th>" for n in names)
+    rows = []
+    for arm in [r["arm"] for r in by_reward[names[0]] if r["arm"] != "naive"]:
+        cells = []
+        for n in names:
+            d = next((r["diff_vs_naive"] for r in by_reward[n] if r["arm"] == arm), None)
+            cells.append(f"<td>{d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]</td>" if d else "<td>-</td>")
+        rows.append(f"<tr><td>{_e(arm)}</td>{''.join(cells)}</tr>")
+    gains = summary.get("reward_gains") or {}
+    trade = "".join(
+        f"<tr><td>#{_e(iid)}</td>" + "".join(f"<td>{g[n]:+.3f}</td>" if n in g else "<td>-</td>" for n in names) + "</tr>"
+        for iid, g in sorted(gains.items(), key=lambda kv: int(kv[0])))
+    points = [(g[names[0]], g[names[1]], f"#{iid}") for iid, g in gains.items() if names[0] in g and names[1] in g]
+    return (f"<h2>Rewards</h2><p>Held-out gain over the naive prompt on each reward (95% CI), objective: "
+            f"{_e(json.dumps(summary['objective']))}</p><table><tr><th>arm</th>{head}</tr>{''.join(rows)}</table>"
+            f"<h3>Trade-off per instruction (mean gain over search rounds)</h3><table><tr><th>instruction</th>{head}</tr>"
+            f"{trade}</table>{scatter_plot(points, names[0] + ' gain', names[1] + ' gain')}")

@@ -29,6 +29,7 @@ class RewardModel(Protocol):
 
     name: str
     version: str
+    uses_text: bool  # optional (default False): score() also takes texts=, the rendered texts
 
     def score(self, images, prompts: Sequence[str]) -> list[float]: ...
 
@@ -102,13 +103,27 @@ def pil_to_tensor(images) -> "object":
 class HPSScorer:
     def __init__(self, config: ScorerConfig):
         import open_clip
-        import torch
         from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
         quiet_libraries()
         device = resolve_device(config.device)
         dtype = resolve_dtype(config.dtype, device)
         self.config = dataclasses.replace(config, device=device, dtype=str(dtype).replace("torch.", ""))
+        model = self._build_model(self.config)
+        self.model = model.to(device=device, dtype=dtype).eval()
+        self.tokenizer = open_clip.get_tokenizer(config.arch)
+        size = model.visual.image_size
+        self.image_size = size[0] if isinstance(size, (tuple, list)) else int(size)
+        self.mean, self.std = OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+        self.device, self.dtype = device, dtype
+        self._text_features: dict[str, object] = {}
+        self.image_forwards = 0
+
+    def _build_model(self, config: ScorerConfig):
+        """The open_clip model with its weights: here the HPS checkpoint (subclasses load others)."""
+        import open_clip
+        import torch
+
         if config.version == TINY:
             from promptevo.tiny import register_tiny_open_clip_config
 
@@ -124,14 +139,25 @@ class HPSScorer:
                 f"HPS checkpoint {ckpt} does not fit the {config.arch} model ({type(exc).__name__}: "
                 f"{str(exc).splitlines()[0][:200]})"
             ) from None
-        self.model = model.to(device=device, dtype=dtype).eval()
-        self.tokenizer = open_clip.get_tokenizer(config.arch)
-        size = model.visual.image_size
-        self.image_size = size[0] if isinstance(size, (tuple, list)) else int(size)
-        self.mean, self.std = OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
-        self.device, self.dtype = device, dtype
-        self._text_features: dict[str, object] = {}
-        self.image_forwards = 0
+        return model
+
+    def preprocess(self, chunk):
+        """[N, 3, H, W] in [0, 1] -> the model's normalised input (HPS's evaluation transform)."""
+        return hps_preprocess(chunk, self.image_size, self.mean, self.std)
+
+    def image_features(self, images):
+        """Normalised image features of a [N, 3, H, W] batch in [0, 1], in chunks of max_batch."""
+        import torch
+
+        out = []
+        step = self.config.max_batch
+        for i in range(0, len(images), step):
+            chunk = images[i : i + step].to(self.device, torch.float32)
+            chunk = (chunk.clamp(0, 1) * 255).round() / 255  # what a PNG would hold
+            with torch.inference_mode():
+                out.append(self.model.encode_image(self.preprocess(chunk).to(self.dtype), normalize=True))
+                self.image_forwards += 1
+        return torch.cat(out)
 
     @property
     def name(self) -> str:
@@ -166,16 +192,8 @@ class HPSScorer:
             images = pil_to_tensor(images)
         if len(images) != len(prompts):
             raise ValueError("one prompt per image")
-        results: list[float] = []
-        step = self.config.max_batch
-        for i in range(0, len(images), step):
-            chunk = images[i : i + step].to(self.device, torch.float32)
-            chunk = (chunk.clamp(0, 1) * 255).round() / 255  # what a PNG would hold
-            pixels = hps_preprocess(chunk, self.image_size, self.mean, self.std).to(self.dtype)
-            with torch.inference_mode():
-                img = self.model.encode_image(pixels, normalize=True)
-                self.image_forwards += 1
-                txt = self.text_features(prompts[i : i + step])
-                cos = (img.float() * txt.float()).sum(dim=-1)
-            results += [100.0 * float(v) for v in cos.cpu()]
-        return results
+        img = self.image_features(images)
+        with torch.inference_mode():
+            txt = self.text_features(list(prompts))
+            cos = (img.float() * txt.float()).sum(dim=-1)
+        return [100.0 * float(v) for v in cos.cpu()]

@@ -55,6 +55,32 @@ def heldout_table(repo: RunRepository, run_id: str, objective: Objective | None 
     return table
 
 
+def heldout_by_reward(repo: RunRepository, run_id: str) -> dict[str, list[dict[str, Any]]]:
+    """The held-out table once per reward the run stored (each reward's own scale)."""
+    from promptevo.objective import RewardObjective
+
+    trials = repo.trials(run_id, phase="evaluation")
+    names = list(dict.fromkeys(name for t in trials for name in t.scores))
+    return {name: heldout_table(repo, run_id, RewardObjective(name)) for name in names}
+
+
+def reward_gains(repo: RunRepository, run_id: str) -> dict[int, dict[str, float]]:
+    """Per instruction: its mean paired gain on each reward over the search rounds (the
+    trade-off between rewards, e.g. HPS gained against CLIP lost)."""
+    from promptevo.objective import RewardObjective, mean, paired_gains
+
+    trials = repo.trials(run_id, phase="search", finished=True)
+    names = list(dict.fromkeys(name for t in trials for name in t.scores))
+    out: dict[int, dict[str, float]] = {}
+    for name in names:
+        groups: dict[int, list[float]] = {}
+        for g in paired_gains(trials, RewardObjective(name)):
+            groups.setdefault(g.trial.instruction_id, []).append(g.gain)
+        for iid, values in groups.items():
+            out.setdefault(iid, {})[name] = mean(values)
+    return out
+
+
 def answer_id(repo: RunRepository, run_id: str, stats: dict[int, bandit.ArmStats]) -> int | None:
     """The instruction a run answers with: the one its held-out evaluation compared, else the
     selection pass's choice, else the best search-round mean (retired instructions included)."""
@@ -95,4 +121,6 @@ def summarize(repo: RunRepository, run_id: str, objective: Objective | None = No
         "best_instruction": best,
         "instructions": items,
         "heldout": heldout_table(repo, run_id, objective),
+        "heldout_by_reward": heldout_by_reward(repo, run_id),
+        "reward_gains": {str(k): v for k, v in reward_gains(repo, run_id).items()},
     }

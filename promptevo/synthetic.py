@@ -21,14 +21,13 @@ uncertainty. What it cannot show: anything about image quality, real LLMs or HPS
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Sequence
 
 import numpy as np
 
 from promptevo.config import LLMConfig, RenderConfig, ScorerConfig
-from promptevo.embed import Embedder
+from promptevo.embed import Embedder, shared_embedder
 from promptevo.hashing import sha256_hex
 from promptevo.llm import Completion
 from promptevo.templates import NO_GRADIENT_IMPROVEMENT
@@ -59,10 +58,6 @@ def synthetic_scorer_config() -> ScorerConfig:
     return ScorerConfig(version=SYNTHETIC, arch="all-MiniLM-L6-v2", device="cpu", kind="synthetic")
 
 
-@functools.cache
-def shared_embedder() -> Embedder:
-    """One sentence embedder for every synthetic component of a process (it loads in seconds)."""
-    return Embedder()
 
 
 class SyntheticRenderer:

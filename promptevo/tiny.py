@@ -168,3 +168,59 @@ def _build_tiny_taesd(dest: Path) -> None:
 def tiny_taesd_path() -> Path:
     """Folder of the tiny TAESD decoder (`--tiny-vae tiny`), built on first use."""
     return _build_once("promptevo-tiny-taesd-v1", _build_tiny_taesd)
+
+
+def _build_tiny_clip(dest: Path) -> None:
+    """Random weights of the tiny open_clip architecture, seeded apart from the tiny HPS, for the
+    CLIP-score reward (the real one is ViT-L-14 with OpenAI's weights)."""
+    import open_clip
+    import torch
+
+    from promptevo.devices import quiet_root_logger
+
+    register_tiny_open_clip_config()
+    torch.manual_seed(1)
+    with quiet_root_logger():
+        model = open_clip.create_model(TINY_HPS_ARCH, pretrained=None)
+    torch.save({"state_dict": model.state_dict()}, dest)
+
+
+def _build_tiny_aesthetic(dest: Path) -> None:
+    """The LAION aesthetic predictor v2's MLP at the tiny CLIP's width, random and seeded."""
+    import torch
+
+    from promptevo.rewards import aesthetic_mlp
+
+    torch.manual_seed(2)
+    torch.save(aesthetic_mlp(32).state_dict(), dest)
+
+
+def _build_tiny_pickscore(dest: Path) -> None:
+    """A tiny random transformers CLIPModel (PickScore's architecture, CLIP-H at toy size) with
+    CLIP's real tokenizer, saved as a folder like the hub's."""
+    import torch
+    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+
+    torch.manual_seed(3)
+    config = CLIPConfig(
+        text_config={"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 2,
+                     "vocab_size": 49408, "max_position_embeddings": 77},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 2,
+                       "image_size": 32, "patch_size": 8},
+        projection_dim=16,
+    )
+    CLIPModel(config).save_pretrained(dest)
+    _write_clip_tokenizer(dest / "tok")
+    CLIPTokenizer(str(dest / "tok" / "vocab.json"), str(dest / "tok" / "merges.txt")).save_pretrained(dest)
+
+
+def tiny_clip_checkpoint() -> Path:
+    return _build_once("promptevo-tiny-clip-v1.pt", _build_tiny_clip)
+
+
+def tiny_aesthetic_checkpoint() -> Path:
+    return _build_once("promptevo-tiny-aesthetic-v1.pt", _build_tiny_aesthetic)
+
+
+def tiny_pickscore_path() -> Path:
+    return _build_once("promptevo-tiny-pickscore-v1", _build_tiny_pickscore)
