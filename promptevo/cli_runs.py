@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Group as RichGroup
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -95,6 +96,14 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print_json(summary)
         return
+    for d in summary.get("objective_decisions") or []:
+        if d["kind"] == "objective_set":
+            weights = ", ".join(f"{n} {w:.2f}" for n, w in d["spec"]["weights"].items())
+            out.print(f"round {d['round']}: objective agent set {weights} ({escape(d.get('reason') or 'no reason given')})")
+        elif d["kind"] == "objective_rejected":
+            out.print(f"round {d['round']}: objective agent's answer unusable; weights kept")
+        else:
+            out.print(f"feedback: {escape(d['text'])}")
     by_reward = summary.get("heldout_by_reward") or {}
     if len(by_reward) > 1:
         table = Table("arm", *by_reward, title="held-out gain vs naive, per reward (95% CI)")
@@ -128,25 +137,10 @@ ObjectiveOpt = Annotated[str | None, typer.Option(help="Weighted rewards from `p
 GuardOpt = Annotated[list[str] | None, typer.Option(help="Reward that must not drop below the naive prompt's by more than a tolerance (KIND or KIND:TOLERANCE, default one scale unit); a rewrite that does is penalised. Repeatable.")]
 
 
-def parse_guards(items) -> dict[str, float]:
-    from promptevo.rewards import info
-
-    out = {}
-    for item in items:
-        kind, _, tol = item.partition(":")
-        try:
-            out[kind.strip()] = float(tol) if tol else info(kind.strip()).scale
-        except ValueError:
-            raise UserError(f"--guard takes KIND or KIND:TOLERANCE (got {item!r})") from None
-        if out[kind.strip()] < 0:
-            raise UserError(f"--guard tolerance must be >= 0 (got {item!r})")
-    return out
-
-
 def _with_objective(prof: Profile, objective: str | None, guard) -> tuple[Profile, dict]:
     """The profile with every reward the objective and guards name, and the objective's spec."""
     from promptevo.config import TINY
-    from promptevo.objective import parse_weights, weighted_spec
+    from promptevo.objective import parse_guards, parse_weights, weighted_spec
     from promptevo.registry import reward_name
     from promptevo.rewards import info
 
@@ -188,6 +182,9 @@ def optimize(
     seed: Annotated[int, typer.Option(help="Seed for prompt sampling, image seeds and the split.")] = 0,
     objective: ObjectiveOpt = None,
     guard: GuardOpt = None,
+    goal: Annotated[str | None, typer.Option(help="Your objective in words, e.g. 'photorealistic, faithful to the prompt, not oversaturated': an LLM agent sets the rewards' weights from it, the trajectory and your feedback.")] = None,
+    agent_every: Annotated[int, typer.Option(help="Search rounds between the agent's weight decisions.")] = 2,
+    feedback_file: Annotated[Path | None, typer.Option(help="A text file the agent reads at each decision: write feedback into it while the run goes (or use `runs feedback`).")] = None,
     profile: ProfileOpt = "tiny",
     device: DeviceOpt = None,
     llm_model: LLMModelOpt = None,
@@ -225,9 +222,16 @@ def optimize(
     prof = build_profile(profile, device=device, llm_model=llm_model, llm_base_url=llm_base_url,
                          render_model=render_model, hps_checkpoint=hps_checkpoint,
                          channels_last=channels_last, compile=compile_, tiny_vae=tiny_vae)
+    if goal and not objective:  # the agent weighs what the repository has installed
+        from promptevo.rewards import REPOSITORY
+
+        objective = ",".join(f"{k}=1" for k in (prof.scorer.kind, "clip", "aesthetic", "fidelity")
+                             if REPOSITORY[k].installed())
     if objective or guard:
         prof, spec = _with_objective(prof, objective, guard or [])
         config = dataclasses.replace(config, objective=spec)
+    config = dataclasses.replace(config, goal=goal, agent_every=agent_every,
+                                 feedback_file=str(feedback_file.resolve()) if feedback_file else None)
     config.validate()
     if db.exists():  # a damaged or read-only database fails here, before minutes of model loading
         Store(db).close()
@@ -274,7 +278,7 @@ def runs_show(
 ):
     """A run's instructions with their statistics and its held-out comparison. With --objective
     (and --guard) the finished run is re-ranked from its stored scores, without rendering."""
-    from promptevo.objective import parse_weights, weighted_spec
+    from promptevo.objective import parse_guards, parse_weights, weighted_spec
     from promptevo.registry import build_objective, reward_name
     from promptevo.repository import RunRepository
     from promptevo.summary import summarize
@@ -330,6 +334,30 @@ def runs_resume(
         if not wait:
             check_free(repo, run_id)  # refuse before minutes of model loading
         _run_loop(store, run_id, _stored_profile(store, run_id), as_json, wait=wait)
+
+
+@runs_app.command("feedback")
+def runs_feedback(
+    run_id: str,
+    text: Annotated[str, typer.Argument(help="What you think of the images so far, e.g. 'too dark' or 'drifting off the subject'.")],
+    db: DbOpt = Path("promptevo.db"),
+):
+    """Give the objective agent feedback in words; it reads it at its next decision (a run made
+    with --goal), and it is stored with the run."""
+    from promptevo.parsing import clean_text
+    from promptevo.repository import RunRepository
+
+    cleaned = clean_text(text, 2000)
+    if not cleaned:
+        raise UserError("feedback is empty")
+    with Store(db, create=False) as store:
+        repo = RunRepository(store)
+        config = repo.run_config(run_id)
+        repo.event(run_id, "feedback", {"text": cleaned, "source": "runs feedback"})
+    if not config["optimize"].get("goal"):
+        err.print(f"stored; note that run {run_id} has no --goal, so no agent reads it")
+    else:
+        err.print("stored; the objective agent reads it at its next decision")
 
 
 @runs_app.command("export")

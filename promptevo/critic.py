@@ -45,7 +45,8 @@ class Examples(tuple):
     def __format__(self, spec: str) -> str:
         return "\n\n".join(e.text() for e in self)
 
-    __str__ = __format__
+    def __str__(self) -> str:
+        return self.__format__("")
 
 
 def critique_examples(repo: RunRepository, run_id: str, round: int, weak: int, objective: Objective,

@@ -33,7 +33,7 @@ from promptevo.optimize import OptimizeConfig
 from promptevo.repository import RunRepository
 from promptevo.stats import mean_ci
 from promptevo.store import Store
-from promptevo.summary import heldout_table, round_rewards
+from promptevo.summary import heldout_by_reward, heldout_table, round_rewards
 
 _OPT_FIELDS = {f.name for f in fields(OptimizeConfig)}
 
@@ -52,9 +52,24 @@ class ExperimentConfig:
     reference_source: Path | None
     optimize: dict[str, Any]
     arms: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rewards: tuple[str, ...] = ()  # reward kinds scored beside the profile's own, in every arm
 
-    def arm_config(self, arm: str, repeat: int, reference_db: Path | None) -> OptimizeConfig:
+    def arm_config(self, arm: str, repeat: int, reference_db: Path | None, names: dict[str, str] | None = None) -> OptimizeConfig:
+        """One run's settings. `objective = "hps=1,clip=0.5"` and `guard = ["clip"]` name reward
+        kinds; `names` maps each kind the profile scores to its stored name."""
         merged = {**self.optimize, **self.arms[arm]}
+        objective, guard = merged.pop("objective", None), merged.pop("guard", None)
+        if objective or guard or merged.get("goal"):
+            from promptevo.objective import parse_guards, parse_weights, weighted_spec
+
+            names = names or {}
+            weights = parse_weights(objective or next(iter(names), "hps"))
+            guards = parse_guards(guard or [])
+            missing = [k for k in [*weights, *guards] if k not in names]
+            if missing:
+                raise UserError(f"arm {arm!r} names {', '.join(missing)}, which the experiment does not score; "
+                                f"add them to `rewards = [...]`")
+            merged["objective"] = weighted_spec(weights, guards, names)
         if merged.pop("reference_db", False):
             if reference_db is None:
                 raise UserError(f"arm {arm!r} sets reference_db but the config has no reference_source")
@@ -85,10 +100,11 @@ def load_config(path: Path) -> ExperimentConfig:
             reference_arm=str(raw.get("reference_arm") or next(iter(arms))),
             reference_source=(base / raw["reference_source"]).resolve() if raw.get("reference_source") else None,
             optimize=dict(raw.get("optimize", {})), arms={k: dict(v) for k, v in arms.items()},
+            rewards=tuple(raw.get("rewards", ())),
         )
     except (KeyError, StopIteration) as exc:
         raise UserError(f"{path}: missing {exc} (an experiment needs prompts and at least one [arms.NAME])") from None
-    unknown = [k for part in [cfg.optimize, *cfg.arms.values()] for k in part if k not in _OPT_FIELDS | {"reference_db"}]
+    unknown = [k for part in [cfg.optimize, *cfg.arms.values()] for k in part if k not in _OPT_FIELDS | {"reference_db", "guard"}]
     if unknown:
         raise UserError(f"{path}: unknown setting {unknown[0]!r}; settings are OptimizeConfig fields: {', '.join(sorted(_OPT_FIELDS))}")
     if cfg.reference_arm not in cfg.arms:
@@ -144,6 +160,18 @@ def run_experiment(path: Path, *, out: Path | None = None, repeats: int | None =
     from promptevo.registry import build_components
 
     profile = experiment_profile(cfg.models)
+    if cfg.rewards:
+        import dataclasses
+
+        from promptevo.config import TINY
+        from promptevo.rewards import info
+
+        tiny = profile.scorer.version == TINY
+        profile = dataclasses.replace(profile, extra_rewards=tuple(
+            info(k).config(tiny=tiny, device=profile.scorer.device) for k in cfg.rewards))
+    from promptevo.registry import reward_name
+
+    names = {c.kind: reward_name(c) for c in profile.rewards}
     components = build_components(profile)
     embedder = None
     if cfg.models == "synthetic":
@@ -155,7 +183,7 @@ def run_experiment(path: Path, *, out: Path | None = None, repeats: int | None =
     done = skipped = 0
     for arm in cfg.arms:
         for rep in range(cfg.repeats):
-            config = cfg.arm_config(arm, rep, reference_db)
+            config = cfg.arm_config(arm, rep, reference_db, names)
             db = out / "runs" / f"{arm}-r{rep}.db"
             with Store(db) as store:
                 run = RunRepository(store).first_run()
@@ -182,6 +210,7 @@ def _run_metrics(db: Path) -> dict[str, Any]:
         rounds = repo.run_config(run["id"])["optimize"]["rounds"]
         table = {row["arm"]: row for row in heldout_table(repo, run["id"])}
         rewards = round_rewards(repo, run["id"])
+        by_reward = {name: {row["arm"]: row for row in rows} for name, rows in heldout_by_reward(repo, run["id"]).items()}
     gains = {arm: row["diff_vs_naive"]["mean"] for arm, row in table.items() if row["diff_vs_naive"]}
     # best arm's mean gain over naive after each round (statistics from finished rounds only)
     curve, per_arm = [], {}
@@ -190,7 +219,9 @@ def _run_metrics(db: Path) -> dict[str, Any]:
             if row["round"] == r:
                 per_arm.setdefault(row["arm"], []).append(row["reward"])
         curve.append(max((sum(v) / len(v) for v in per_arm.values()), default=float("nan")))
-    return {"gains": gains, "curve": curve}
+    reward_gains = {name: rows["best"]["diff_vs_naive"]["mean"] for name, rows in by_reward.items()
+                    if rows.get("best", {}).get("diff_vs_naive")}
+    return {"gains": gains, "curve": curve, "reward_gains": reward_gains}
 
 
 def summarise(cfg: ExperimentConfig, out: Path) -> dict[str, Any]:
@@ -227,8 +258,20 @@ def summarise(cfg: ExperimentConfig, out: Path) -> dict[str, Any]:
             vals = [m["curve"][r] for m in ms if math.isfinite(m["curve"][r])]
             ci = mean_ci(vals)
             curves[arm].append((r + 1, ci.mean, ci.low, ci.high))
+    per_reward = []  # every reward the runs scored: the best instruction's held-out gain on it
+    names = list(dict.fromkeys(n for ms in metrics.values() for m in ms for n in m.get("reward_gains", {})))
+    for name in names if len(names) > 1 else []:
+        ref_r = [m["reward_gains"].get(name, float("nan")) for m in metrics.get(cfg.reference_arm, [])]
+        for arm, ms in metrics.items():
+            vals = [m["reward_gains"].get(name, float("nan")) for m in ms]
+            ci = mean_ci(vals)
+            row = {"reward": name, "arm": arm, "runs": len(vals), "heldout_gain": ci.mean, "ci_low": ci.low, "ci_high": ci.high}
+            if arm != cfg.reference_arm and len(vals) == len(ref_r):
+                d = mean_ci([a - b for a, b in zip(vals, ref_r)])
+                row.update(diff_vs_reference=d.mean, diff_ci_low=d.low, diff_ci_high=d.high, diff_excludes_zero=d.excludes_zero())
+            per_reward.append(row)
     return {"name": cfg.name, "models": cfg.models, "repeats": cfg.repeats, "reference_arm": cfg.reference_arm,
-            "rows": rows + baselines, "curves": curves, "synthetic": cfg.models == "synthetic"}
+            "rows": rows + baselines, "curves": curves, "synthetic": cfg.models == "synthetic", "per_reward": per_reward}
 
 
 def _f(v: Any) -> str:
@@ -254,6 +297,15 @@ def write_results(cfg: ExperimentConfig, out: Path, results: dict[str, Any]) -> 
         diff = "" if "diff_vs_reference" not in r else f"{r['diff_vs_reference']:+.3f}"
         dci = "" if "diff_vs_reference" not in r else f"[{r['diff_ci_low']:+.3f}, {r['diff_ci_high']:+.3f}]" + (" *" if r["diff_excludes_zero"] else "")
         lines.append(f"| {r['arm']} | {r['runs']} | {r['heldout_gain']:+.3f} | [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] | {diff} | {dci} |")
+    if results.get("per_reward"):
+        lines += ["", "Every reward the runs scored, on the held-out prompts: the best instruction's gain over the naive "
+                  f"prompt in that reward's own units, and the paired difference to `{cfg.reference_arm}`.", "",
+                  "| reward | arm | runs | held-out gain | 95% CI | diff vs " + cfg.reference_arm + " | 95% CI of diff |",
+                  "|---|---|---:|---:|---|---:|---|"]
+        for r in results["per_reward"]:
+            diff = "" if "diff_vs_reference" not in r else f"{r['diff_vs_reference']:+.3f}"
+            dci = "" if "diff_vs_reference" not in r else f"[{r['diff_ci_low']:+.3f}, {r['diff_ci_high']:+.3f}]" + (" *" if r["diff_excludes_zero"] else "")
+            lines.append(f"| {r['reward']} | {r['arm']} | {r['runs']} | {r['heldout_gain']:+.3f} | [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] | {diff} | {dci} |")
     lines += ["", "`*`: the interval excludes zero. Plots: `heldout.svg`, `curves.svg`; runs: `runs/ARM-rN.db`.", ""]
     (out / "results.md").write_text("\n".join(lines), encoding="utf-8")
     (out / "heldout.svg").write_text(interval_plot(

@@ -58,6 +58,17 @@ def objective_for(run_config: dict[str, Any]) -> Objective:
     return build_objective(spec)
 
 
+def run_objective(repo, run_id: str) -> Objective:
+    """The objective a run optimises now: the objective agent's latest decision, if it made one,
+    else the one the run was made with."""
+    from promptevo.registry import build_objective
+
+    decisions = repo.events(run_id, "objective_set")
+    if decisions:
+        return build_objective(decisions[-1]["data"]["spec"])
+    return objective_for(repo.run_config(run_id))
+
+
 def mean(values: Sequence[float]) -> float:
     return math.fsum(values) / len(values)
 
@@ -88,6 +99,7 @@ class WeightedObjective:
     signs: dict[str, float]  # reward name -> +1 (higher is better) or -1
     guards: dict[str, float] = field(default_factory=dict)  # reward name -> tolerance in its own units
     penalty: float = 10.0  # subtracted (in objective units) from a gain that breaks a guard
+    kinds: dict[str, str] = field(default_factory=dict)  # reward name -> repository kind (descriptions)
 
     def score(self, scores: Mapping[str, float]) -> float:
         return math.fsum(w * self.signs[r] * scores[r] / self.scales[r] for r, w in self.weights.items())
@@ -101,7 +113,7 @@ class WeightedObjective:
 
     def spec(self) -> dict[str, Any]:
         return {"kind": "weighted", "weights": dict(self.weights), "scales": dict(self.scales), "signs": dict(self.signs),
-                "guards": dict(self.guards), "penalty": self.penalty}
+                "guards": dict(self.guards), "penalty": self.penalty, "kinds": dict(self.kinds)}
 
 
 def parse_weights(text: str) -> dict[str, float]:
@@ -122,16 +134,34 @@ def parse_weights(text: str) -> dict[str, float]:
     return out
 
 
+def parse_guards(items) -> dict[str, float]:
+    """["clip", "fidelity:3"] -> {"clip": one scale unit, "fidelity": 3.0} (tolerances in the reward's units)."""
+    from promptevo.errors import UserError
+    from promptevo.rewards import info
+
+    out = {}
+    for item in items:
+        kind, _, tol = item.partition(":")
+        try:
+            out[kind.strip()] = float(tol) if tol else info(kind.strip()).scale
+        except ValueError:
+            raise UserError(f"--guard takes KIND or KIND:TOLERANCE (got {item!r})") from None
+        if not out[kind.strip()] >= 0:
+            raise UserError(f"--guard tolerance must be >= 0 (got {item!r})")
+    return out
+
+
 def weighted_spec(weights: Mapping[str, float], guards: Mapping[str, float], names: Mapping[str, str]) -> dict[str, Any]:
     """The stored spec of a weighted objective over reward kinds, given each kind's stored name."""
     from promptevo.rewards import info
 
-    used = set(weights) | set(guards)
+    used = list(dict.fromkeys([*weights, *guards]))
     return {"kind": "weighted",
             "weights": {names[k]: float(w) for k, w in weights.items()},
             "scales": {names[k]: info(k).scale for k in used},
             "signs": {names[k]: 1.0 if info(k).higher_is_better else -1.0 for k in used},
-            "guards": {names[k]: float(t) for k, t in guards.items()}, "penalty": 10.0}
+            "guards": {names[k]: float(t) for k, t in guards.items()}, "penalty": 10.0,
+            "kinds": {names[k]: k for k in used}}
 
 
 def round_rewards(trials: Iterable[TrialRecord], objective: Objective) -> list[dict[str, Any]]:

@@ -34,7 +34,7 @@ from promptevo.generator import rewrite
 from promptevo.hashing import config_hash
 from promptevo.lease import RunLease
 from promptevo.llm import LLM
-from promptevo.objective import objective_for
+from promptevo.objective import objective_for, run_objective
 from promptevo.references import ReferencePrompts, check_reference_db
 from promptevo.repository import NewTrial, RunRepository
 from promptevo.stats import mean_ci
@@ -68,6 +68,9 @@ class OptimizeConfig:
     baselines: tuple[str, ...] = ()  # extra held-out arms: refine, suffix, reference
     select_prompts: int = 8  # selection pass: live instructions compared on this many prompts (0: off)
     objective: dict[str, Any] | None = None  # a registered objective {"kind": ..., params}; None: the first reward
+    goal: str | None = None  # the user's objective in words: the objective agent sets the weights
+    agent_every: int = 2  # search rounds between the agent's decisions
+    feedback_file: str | None = None  # a file of free-text feedback the agent reads at each decision
 
     def validate(self) -> None:
         checks = [
@@ -79,6 +82,9 @@ class OptimizeConfig:
             (self.ucb_c >= 0 and math.isfinite(self.ucb_c), f"--ucb-c must be a finite number >= 0 (got {self.ucb_c})"),
             (0 <= self.epsilon <= 1, f"--epsilon is a probability: between 0 and 1 (got {self.epsilon})"),
             (self.new_per_gradient >= 0, "new instructions per gradient must be >= 0"),
+            (self.agent_every >= 1, "--agent-every must be >= 1"),
+            (not self.goal or (self.objective or {}).get("kind") == "weighted",
+             "--goal needs a weighted objective over several rewards (--objective)"),
             (0 <= self.heldout_fraction < 1, f"--heldout-fraction must be in [0, 1) (got {self.heldout_fraction})"),
             (self.eval_seeds >= 1, "eval seeds must be >= 1"),
             (self.reference_k >= 1, "reference k must be >= 1"),
@@ -96,8 +102,9 @@ class OptimizeConfig:
         d = dataclasses.asdict(self)
         d["initial_instructions"] = list(self.initial_instructions)
         d["baselines"] = list(self.baselines)
-        if d["objective"] is None:
-            d.pop("objective")  # runs that use the default keep the hash they had
+        for key, default in (("objective", None), ("goal", None), ("agent_every", 2), ("feedback_file", None)):
+            if d[key] == default:
+                d.pop(key)  # runs that use the defaults keep the hash they had
         return d
 
     @classmethod
@@ -193,7 +200,7 @@ class Optimizer:
         self.store, self.run_id = store, run_id
         run_config = self.repo.run_config(run_id)
         self.config = OptimizeConfig.from_dict(run_config["optimize"])
-        self.objective = objective_for(run_config)
+        self.objective = run_objective(self.repo, run_id)
         self.llm = TimedLLM(llm)
         self.evaluator = CachedEvaluator(store, evaluator)
         self._round_times: list[float] = []
@@ -352,6 +359,9 @@ class Optimizer:
             return {"prompts": prompts, "seeds": seeds, "arms": [int(a) for a in arms]}
 
         started, llm0, eval0 = time.perf_counter(), self.llm.seconds, self.evaluator.compute_s
+        if cfg.goal and (r - 1) % cfg.agent_every == 0:
+            self._emit("objective", r)
+            self._set_objective(r)
         self._emit("planning", r)
         plan = self._plan(r, Phase.search, make_plan)
         arms = {a: self.repo.instruction(a)["text"] for a in plan["arms"]}
@@ -373,6 +383,34 @@ class Optimizer:
         self._finish_search_round(r, new_instructions)
         self._timed_round(r, started, llm0, eval0)
         self._emit("round finished", r)
+
+    def _set_objective(self, r: int) -> None:
+        """The objective agent's decision for this round (made once: a resumed round reuses it)."""
+        from promptevo import agent
+        from promptevo.rewards import info
+
+        if self.repo.round(self.run_id, r) is not None or any(
+                e["round"] == r for e in self.repo.events(self.run_id) if e["kind"] in ("objective_set", "objective_rejected")):
+            return
+        self._read_feedback_file(r)
+        spec = self.objective.spec()
+        describe = {n: info(kind).measures for n, kind in spec.get("kinds", {}).items()}
+        agent.decide(self.llm, self.repo, self.run_id, r, goal=self.config.goal, spec=spec, describe=describe,
+                     seed=self.config.seed * 1000 + r)
+        self.objective = run_objective(self.repo, self.run_id)
+
+    def _read_feedback_file(self, r: int) -> None:
+        """New text in the feedback file becomes a feedback event (what `runs feedback` adds)."""
+        path = self.config.feedback_file
+        if not path:
+            return
+        try:
+            text = open(path, encoding="utf-8").read().strip()[:2000]
+        except OSError:
+            return
+        seen = {e["data"]["text"] for e in self.repo.events(self.run_id, "feedback")}
+        if text and text not in seen:
+            self.repo.event(self.run_id, "feedback", {"text": text, "source": path}, round=r)
 
     def _rewrites(self, r: int, arms: Sequence[tuple[str, int, str]], prompt_ids: Sequence[str],
                   variant: Variant) -> dict[tuple[int, str], str]:

@@ -104,9 +104,14 @@ def read_table(path: Path, mapping: dict[str, str] | None = None, *, max_chars: 
             raise UserError(f"prompt file {path} looks binary; give a text, JSON(L), CSV/TSV or Parquet file")
         text = _decode(path, data, encoding)
         records = _text_records(path, fmt, text, result)
+        if "\ufffd" in text:  # a few undecodable rows: rejected as such (below), the rest imported
+            records = ((n, _NOT_DECODED if _has_replacement(r) else r) for n, r in records)
     for n, record in records:
         if record is _MALFORMED:
             result.reject(n, "malformed")
+            continue
+        if record is _NOT_DECODED:
+            result.reject(n, "not UTF-8")
             continue
         if isinstance(record, dict):
             _resolve_columns(mapping, list(record), path, strict=False)
@@ -137,18 +142,40 @@ def read_table(path: Path, mapping: dict[str, str] | None = None, *, max_chars: 
 
 
 _MALFORMED = object()
+_NOT_DECODED = object()  # a row with bytes the file's encoding cannot decode
 
 
 def _decode(path: Path, data: bytes, encoding: str) -> str:
+    """The file's text. A file with a few undecodable rows decodes with replacement characters
+    (those rows are rejected as "not UTF-8"); one where most rows are undecodable is in another
+    encoding, and says so, naming --encoding."""
+    utf8 = encoding.lower().replace("_", "-") in ("utf-8", "utf8")
     try:
-        return data.decode("utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding)
+        return data.decode("utf-8-sig" if utf8 else encoding)
     except LookupError:
         raise UserError(f"unknown encoding {encoding!r} (e.g. utf-8, latin-1, cp1252, utf-16)") from None
     except UnicodeDecodeError as exc:
-        if encoding.lower().replace("_", "-") in ("utf-8", "utf8"):
+        lines = [line for line in data.splitlines() if line.strip()]
+        bad = sum(1 for line in lines if _undecodable(line, "utf-8" if utf8 else encoding))
+        if utf8 and bad * 2 < len(lines):
+            return data.decode("utf-8-sig", errors="replace")
+        if utf8:
             raise UserError(f"prompt file {path} is not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
                             "if it is Latin-1 or another encoding, pass --encoding NAME (e.g. --encoding latin-1)") from None
         raise UserError(f"prompt file {path} is not {encoding} ({exc.reason} at offset {exc.start})") from None
+
+
+def _has_replacement(record: Any) -> bool:
+    values = record.values() if isinstance(record, dict) else [record]
+    return any(isinstance(v, str) and "\ufffd" in v for v in values)
+
+
+def _undecodable(line: bytes, encoding: str) -> bool:
+    try:
+        line.decode(encoding)
+        return False
+    except UnicodeDecodeError:
+        return True
 
 
 def _resolve_columns(mapping: dict[str, str], columns: list[str], path: Path, *, strict: bool) -> None:

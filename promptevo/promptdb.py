@@ -433,6 +433,7 @@ class PromptDB:
         jobs = [Job(text=r["text"], seed=s, target=r["text"], variant=variant) for r in rows for s in seeds]
         by_text = {r["text"]: r["id"] for r in rows}
         values: dict[str, list[float]] = {r["id"]: [] for r in rows}
+        per_reward: dict[str, dict[str, list[float]]] = {r["id"]: {} for r in rows}
         cached_by = {r["id"]: 0 for r in rows}
         for start in range(0, len(jobs), batch):
             results = evaluator.evaluate(jobs[start : start + batch])
@@ -443,11 +444,14 @@ class PromptDB:
                         conn.execute("INSERT OR IGNORE INTO prompt_scores (prompt_id, score_id, seed) VALUES (?, ?, ?)",
                                      [pid, score_id, res.job.seed])
                     values[pid].append(res.score)
+                    for name, value in res.scores.items():
+                        per_reward[pid].setdefault(name, []).append(value)
                     cached_by[pid] += res.cached
             if progress:
                 progress(min(start + batch, len(jobs)), len(jobs))
         return [{"id": r["id"], "text": r["text"], "scorer": evaluator.reward_names[0], "seeds": len(seeds),
                  "mean": round(statistics.fmean(values[r["id"]]), 4) if values[r["id"]] else None,
+                 "rewards": {n: round(statistics.fmean(v), 4) for n, v in per_reward[r["id"]].items()},
                  "cached": cached_by[r["id"]]} for r in rows]
 
     def count(self) -> int:

@@ -161,6 +161,13 @@ def _synthetic_reward(config: ScorerConfig):
     return SyntheticScorer(shared_embedder())
 
 
+@register_reward("synthetic-fidelity", name=lambda config: "synthetic-fidelity-v1")
+def _synthetic_fidelity(config: ScorerConfig):
+    from promptevo.synthetic import SyntheticFidelity, shared_embedder
+
+    return SyntheticFidelity(shared_embedder())
+
+
 @register_llm("openai")
 def _openai(config: LLMConfig):
     from promptevo.llm import OpenAIChatLLM
@@ -205,10 +212,10 @@ def _reward_objective(reward: str):
 
 
 @register_objective("weighted")
-def _weighted_objective(weights, scales, signs, guards=None, penalty=10.0):
+def _weighted_objective(weights, scales, signs, guards=None, penalty=10.0, kinds=None):
     from promptevo.objective import WeightedObjective
 
-    return WeightedObjective(dict(weights), dict(scales), dict(signs), dict(guards or {}), float(penalty))
+    return WeightedObjective(dict(weights), dict(scales), dict(signs), dict(guards or {}), float(penalty), dict(kinds or {}))
 
 
 def _register_repository() -> None:

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from promptevo.objective import objective_for
+from promptevo.objective import run_objective
 from promptevo.plots import line_plot, scatter_plot
 from promptevo.repository import RunRepository
 from promptevo.store import Store
@@ -35,7 +35,7 @@ def _img(store: Store, rel: str) -> str:
 
 def write_report(store: Store, run_id: str, path: Path) -> Path:
     repo = RunRepository(store)
-    objective = objective_for(repo.run_config(run_id))
+    objective = run_objective(repo, run_id)
     summary = summarize(repo, run_id, objective)
     items = {i["id"]: i for i in summary["instructions"]}
     children: dict[int | None, list[int]] = {}
@@ -93,7 +93,7 @@ def write_report(store: Store, run_id: str, path: Path) -> Path:
         grids.append(f"<h3>{_e(texts[t.prompt_id])}</h3><div class=\"grid\">{''.join(cells)}</div>")
 
     best = summary["best_instruction"]
-    page_sections = (_rewards(summary) + _critiques(repo, run_id) + _references(repo, run_id, store)
+    page_sections = (_rewards(summary) + _agent(summary) + _critiques(repo, run_id) + _references(repo, run_id, store)
                      + _timings(repo, run_id))
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>promptevo run {_e(run_id)}</title>
 <style>{_CSS}</style></head><body>
@@ -110,6 +110,23 @@ evaluated in, and the best so far.</p>{line_plot(series, "search round", "gain o
 </body></html>"""
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def _agent(summary: dict) -> str:
+    """The objective agent's decisions with their reasons, and the feedback it was given."""
+    rows = []
+    for d in summary.get("objective_decisions") or []:
+        if d["kind"] == "objective_set":
+            weights = ", ".join(f"{_e(n)} {w:.2f}" for n, w in d["spec"]["weights"].items())
+            rows.append(f"<tr><td>{d['round']}</td><td>weights set</td><td>{weights}</td><td>{_e(d.get('reason', ''))}</td></tr>")
+        elif d["kind"] == "objective_rejected":
+            rows.append(f"<tr><td>{d['round']}</td><td>answer unusable</td><td>kept</td><td></td></tr>")
+        else:
+            rows.append(f"<tr><td>{_e(d['round'] or '-')}</td><td>feedback</td><td></td><td>{_e(d['text'])}</td></tr>")
+    if not rows:
+        return ""
+    return ("<h2>Objective agent</h2><table><tr><th>round</th><th>what</th><th>weights</th><th>reason or feedback</th></tr>"
+            + "".join(rows) + "</table>")
 
 
 def _critiques(repo: RunRepository, run_id: str) -> str:

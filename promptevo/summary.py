@@ -9,7 +9,7 @@ from typing import Any
 
 from promptevo import bandit
 from promptevo.lease import status_of
-from promptevo.objective import Objective, objective_for
+from promptevo.objective import Objective, run_objective
 from promptevo.objective import round_rewards as objective_round_rewards
 from promptevo.repository import RunRepository
 from promptevo.stats import mean_ci, paired_ci
@@ -19,7 +19,7 @@ def round_rewards(repo: RunRepository, run_id: str, objective: Objective | None 
                   include_round: int | None = None, phase: str = "search") -> list[dict[str, Any]]:
     """Per (instruction, round) of a phase: mean gain over the naive prompt on the same
     (prompt, seed) pairs, over finished rounds (plus `include_round`, the one being decided)."""
-    objective = objective or objective_for(repo.run_config(run_id))
+    objective = objective or run_objective(repo, run_id)
     return objective_round_rewards(repo.trials(run_id, phase=phase, finished=True, also_round=include_round), objective)
 
 
@@ -35,7 +35,7 @@ def arm_stats(repo: RunRepository, run_id: str, ids: Sequence[int], include_roun
 def heldout_table(repo: RunRepository, run_id: str, objective: Objective | None = None) -> list[dict[str, Any]]:
     """Per evaluation arm: mean objective score with 95% CI, and the paired difference to the
     naive prompt on the same (prompt, seed) pairs."""
-    objective = objective or objective_for(repo.run_config(run_id))
+    objective = objective or run_objective(repo, run_id)
     trials = sorted(repo.trials(run_id, phase="evaluation"), key=lambda t: (t.prompt_id, t.seed))
     by_arm: dict[str, dict[tuple[str, int], float]] = {}
     instr: dict[str, int | None] = {}
@@ -93,7 +93,7 @@ def answer_id(repo: RunRepository, run_id: str, stats: dict[int, bandit.ArmStats
 
 def summarize(repo: RunRepository, run_id: str, objective: Objective | None = None) -> dict[str, Any]:
     run = repo.require_run(run_id)
-    objective = objective or objective_for(repo.run_config(run_id))
+    objective = objective or run_objective(repo, run_id)
     instructions = repo.instructions(run_id)
     stats = {s.arm: s for s in arm_stats(repo, run_id, [i["id"] for i in instructions], objective=objective)}
     selection = {row["arm"]: row["reward"] for row in round_rewards(repo, run_id, objective, phase="selection")}
@@ -123,4 +123,6 @@ def summarize(repo: RunRepository, run_id: str, objective: Objective | None = No
         "heldout": heldout_table(repo, run_id, objective),
         "heldout_by_reward": heldout_by_reward(repo, run_id),
         "reward_gains": {str(k): v for k, v in reward_gains(repo, run_id).items()},
+        "objective_decisions": [{"round": e["round"], "kind": e["kind"], **e["data"]} for e in repo.events(run_id)
+                                if e["kind"] in ("objective_set", "objective_rejected", "feedback")],
     }

@@ -133,6 +133,32 @@ class SyntheticScorer:
         return TARGET_WEIGHT * v @ self._target + FIDELITY_WEIGHT * np.sum(v * naive, axis=1)
 
 
+class SyntheticFidelity(SyntheticScorer):
+    """The SYNTHETIC benchmark's second hidden dimension: 10 x similarity of the image's content
+    to the user's prompt, without the preference or the noise, so that a run that wins the
+    preference by leaving the subject is seen doing so."""
+
+    name = "synthetic-fidelity-v1"
+    version = "v1"
+
+    def score(self, images, prompts: Sequence[str]) -> list[float]:
+        import torch
+
+        if not torch.is_tensor(images):
+            from promptevo.score import pil_to_tensor
+
+            images = pil_to_tensor(images)
+        if len(images) != len(prompts):
+            raise ValueError("one prompt per image")
+        pixels = np.round(np.clip(images.detach().float().cpu().numpy(), 0, 1) * 255) / 255
+        naive = cached_vectors(self._naive, self.embedder, list(prompts))
+        out = []
+        for img, v_naive in zip(pixels, naive):
+            v = img[:, :, :16].reshape(-1) * 2 - 1
+            out.append(float(10.0 * (v / (np.linalg.norm(v) or 1.0)) @ v_naive))
+        return out
+
+
 def cached_vectors(cache: dict[str, np.ndarray], embedder: Embedder, texts: list[str]) -> np.ndarray:
     """Embeddings of `texts` in order; only those not yet in `cache` go to the model."""
     missing = [t for t in dict.fromkeys(texts) if t not in cache]
@@ -207,6 +233,27 @@ class SimulatedLLM:
             f"Improvement {i}: Add the words {', '.join(add)}{dropping}."
             for i, add in enumerate((a for a in items if a), 1)) or "Inference 1: nothing.\nImprovement 1: Keep the instruction."
 
+    def _weights(self, fields) -> str:
+        """The objective agent, imitated: the preference always counts; the fidelity reward counts
+        when the goal or the feedback asks for faithfulness, and more once it has been falling."""
+        import json
+
+        names = [r["reward"] for r in fields["rewards"]]
+        asked = (str(fields["goal"]) + " " + " ".join(map(str, fields["feedback"]))).lower()
+        faithful = any(w in asked for w in ("faithful", "fidelity", "subject", "drift", "off-topic"))
+        last = dict(fields["trajectory"][-1]) if fields["trajectory"] else {}
+        weights = {}
+        for name in names:
+            if "fidelity" not in name:
+                weights[name] = 1.0
+            elif faithful:
+                falling = float(last.get(name, "0")) < 0
+                weights[name] = 1.0 if falling else 0.5
+            else:
+                weights[name] = 0.0
+        reason = "keep the subject: fidelity counts" if faithful else "preference only"
+        return json.dumps({"weights": weights, "reason": reason})
+
     def _encode(self, texts: list[str]) -> np.ndarray:
         """Sentence embeddings, cached: the critique embeds the same words many times."""
         if self.embedder is None:
@@ -221,6 +268,8 @@ class SimulatedLLM:
             return prompt + (", " + ", ".join(words) if words else "")
         if request.role == "gradient":
             return self._critique(fields["examples"])
+        if request.role == "objective_agent":
+            return self._weights(fields)
         base_text = str(fields["instruction"]).strip()
         lines = str(fields["improvement"]).strip().splitlines()
         improvement = lines[0] if lines else ""

@@ -224,3 +224,19 @@ def tiny_aesthetic_checkpoint() -> Path:
 
 def tiny_pickscore_path() -> Path:
     return _build_once("promptevo-tiny-pickscore-v1", _build_tiny_pickscore)
+
+
+def _build_tiny_imagereward(dest: Path) -> None:
+    """ImageReward's architecture at toy size, random and seeded, saved under the official
+    checkpoint's names so it loads through the same renaming as the real file."""
+    import torch
+
+    from promptevo.rewards import imagereward_model, rename
+
+    torch.manual_seed(4)
+    state = imagereward_model("tiny").state_dict()
+    torch.save({rename(k, to_official=True): v for k, v in state.items() if rename(k, to_official=True)}, dest)
+
+
+def tiny_imagereward_checkpoint() -> Path:
+    return _build_once("promptevo-tiny-imagereward-v1.pt", _build_tiny_imagereward)

@@ -50,8 +50,8 @@ def test_renderer_contract(any_renderer):
 
 # -- reward models --------------------------------------------------------------------------------
 
-REWARDS = ["hps", "synthetic", "clip", "pickscore", "aesthetic", "brisque", "fidelity"]
-READS_THE_PROMPT = {"hps", "synthetic", "clip", "pickscore", "fidelity"}  # aesthetic and BRISQUE judge the image alone
+REWARDS = ["hps", "synthetic", "clip", "pickscore", "aesthetic", "brisque", "fidelity", "imagereward"]
+READS_THE_PROMPT = {"hps", "synthetic", "clip", "pickscore", "fidelity", "imagereward"}  # aesthetic and BRISQUE judge the image alone
 
 
 @pytest.fixture(params=REWARDS)

@@ -214,3 +214,26 @@ def test_bench_prints_ratios_and_writes_its_results_file(tmp_path):
     assert all(v > 0 for v in data["ratios"].values())
     assert data["round_naive"]["images"] == data["round"]["images"]  # the same work both ways
     assert 0 <= data["round"]["overhead_fraction"] < 1 and data["flops_per_image"]["render"] > 0
+
+
+def test_objective_experiment_reports_every_reward_per_arm(tmp_path, synthetic):
+    path = _config(tmp_path, **{
+        'reference_arm = "ucb"': 'reference_arm = "ucb"\nrewards = ["synthetic-fidelity"]',
+        '[arms.random]\nselector = "random"': '[arms.random]\nobjective = "synthetic=1"\nguard = ["synthetic-fidelity"]',
+    })
+    results = run_experiment(path, out=tmp_path / "out")
+    rows = {(r["reward"], r["arm"]): r for r in results["per_reward"]}
+    assert set(rows) == {(n, a) for n in ("synthetic-v1", "synthetic-fidelity-v1") for a in ("ucb", "random")}
+    assert "diff_vs_reference" in rows[("synthetic-fidelity-v1", "random")]
+    md = (tmp_path / "out" / "results.md").read_text(encoding="utf-8")
+    assert "| synthetic-fidelity-v1 | random | 2 |" in md
+    from promptevo.repository import RunRepository
+    from promptevo.store import Store
+
+    with Store(tmp_path / "out" / "runs" / "random-r0.db", readonly=True) as s:
+        repo = RunRepository(s)
+        spec = repo.run_config(repo.first_run()["id"])["optimize"]["objective"]
+    assert spec["guards"] == {"synthetic-fidelity-v1": 1.0} and spec["weights"] == {"synthetic-v1": 1.0}
+    with pytest.raises(UserError, match="does not score"):
+        bad = _config(tmp_path, **{'[arms.random]\nselector = "random"': '[arms.random]\nobjective = "clip=1"'})
+        run_experiment(bad, out=tmp_path / "bad")

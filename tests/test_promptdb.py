@@ -75,7 +75,7 @@ def test_formats_mapping_normalisation_and_rejections(tmp_path):
         pdb = PromptDB(store)
         a = pdb.import_file(tmp_path / "a.txt")
         assert a.added == 1 and a.duplicate_rows == 1  # whitespace and NBSP normalised to one prompt
-        assert a.rejected == {"binary": 2, "empty": 1, "overlong": 1}
+        assert a.rejected == {"binary": 1, "not UTF-8": 1, "empty": 1, "overlong": 1}
         b = pdb.import_file(tmp_path / "b.csv", mapping={"text": "caption", "licence": "licence", "id": "ref"}, licence="mixed")
         assert b.added == 2 and b.rejected == {"empty": 1}
         row = store.one("""SELECT p.text, ps.licence, ps.external_id, ps.raw_text FROM prompt_sources ps
@@ -155,7 +155,8 @@ def test_tags_splits_and_export(tmp_path):
         pdb.auto_tag(rows)
         assert [r["text"] for r in pdb.select(Selection(tags=("style:anime",)))] == ["an anime dragon"]
         with pytest.raises(UserError):
-            pdb.tag([rows[0]["id"]], ["bad tag with spaces"])
+            pdb.tag([rows[0]["id"]], ["&&&"])  # nothing usable once normalised
+        assert pdb.tag([rows[0]["id"]], ["Two Words"]) == 1  # normalised to two-words, not refused
         counts = pdb.split(rows, seed=1)
         assert sum(counts.values()) == 61 and counts["train"] > counts["test"] > 0
         parts = {r["prompt_id"]: r["part"] for r in store.query("SELECT * FROM splits")}

@@ -46,7 +46,7 @@ def test_rewards_command_lists_the_repository():
     assert {"hps", "clip", "pickscore", "aesthetic", "brisque", "fidelity", "imagereward"} <= set(rows)
     assert all(row["measures"] and row["scale"] and row["needs"] for row in rows.values())
     assert rows["hps"]["installed"] and rows["brisque"]["installed"] and rows["brisque"]["higher_is_better"] is False
-    assert rows["imagereward"]["installed"] is False and "fairscale" in rows["imagereward"]["needs"]
+    assert rows["imagereward"]["installed"] and "fairscale" in rows["imagereward"]["needs"]  # pins kept out
 
 
 def test_clip_score_equals_open_clip_on_the_same_weights():
@@ -88,6 +88,46 @@ def test_aesthetic_is_the_mlp_on_normalised_clip_features_and_ignores_the_prompt
         feats = reward.image_features(images).float()
         assert torch.allclose(feats.norm(dim=-1), torch.ones(3), atol=1e-4)
         assert a == pytest.approx(reward.head(feats).reshape(-1).tolist(), abs=1e-5)
+
+
+def test_imagereward_equals_imscores_port_on_the_same_weights():
+    """The official checkpoint's names load into transformers' BLIP modules; imscore's port of the
+    official code (its own ViT and cross-attention BERT) on the same tiny weights gives the same
+    rewards."""
+    import torchvision.transforms as T
+    from imscore.imreward.bert import BertModel
+    from imscore.imreward.vit import VisionTransformer
+    from transformers import BertConfig
+
+    from promptevo.rewards import IMAGEREWARD_MEAN, IMAGEREWARD_STD, aesthetic_mlp, imagereward_tokenizer
+    from promptevo.tiny import tiny_imagereward_checkpoint
+
+    reward = tiny_reward("imagereward")
+    images, prompts = photos(224), ["an astronaut in a white suit", "a cup of coffee", "a cat"]
+    ours = reward.score(images, prompts)
+    official = torch.load(tiny_imagereward_checkpoint(), weights_only=True)
+    part = lambda prefix: {k[len(prefix):]: v for k, v in official.items() if k.startswith(prefix)}  # noqa: E731
+    vit = VisionTransformer(img_size=224, patch_size=32, embed_dim=32, depth=2, num_heads=2)
+    vit.load_state_dict(part("blip.visual_encoder."))
+    config = BertConfig(vocab_size=30524, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+                        max_position_embeddings=64, layer_norm_eps=1e-12, pad_token_id=0)
+    config.encoder_width, config.add_cross_attention = 32, True
+    bert = BertModel(config)
+    bert.load_state_dict(part("blip.text_encoder."), strict=False)
+    head = aesthetic_mlp(32)
+    head.load_state_dict(part("mlp."))
+    vit.eval(), bert.eval(), head.eval()
+    preprocess = T.Compose([T.Resize(224, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(224),
+                            T.Normalize((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))])
+    tokens = imagereward_tokenizer()(prompts, padding="max_length", truncation=True, max_length=35, return_tensors="pt")
+    with torch.inference_mode():  # imscore's ImageReward.score, step by step
+        embeds = vit(preprocess(images))
+        mask = torch.ones(embeds.shape[:2], dtype=torch.bool)
+        text = bert(tokens.input_ids, attention_mask=tokens.attention_mask, encoder_hidden_states=embeds,
+                    encoder_attention_mask=mask)
+        expected = (head(text[:, 0, :]).reshape(-1) - IMAGEREWARD_MEAN) / IMAGEREWARD_STD
+    assert ours == pytest.approx(expected.tolist(), abs=1e-4)
+    assert reward.name == "imagereward-tiny" and len(set(ours)) == 3
 
 
 def test_brisque_ranks_clean_photographs_above_noisy_and_blurred_ones():
