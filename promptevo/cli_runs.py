@@ -96,14 +96,10 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print_json(summary)
         return
-    for d in summary.get("objective_decisions") or []:
-        if d["kind"] == "objective_set":
-            weights = ", ".join(f"{n} {w:.2f}" for n, w in d["spec"]["weights"].items())
-            out.print(f"round {d['round']}: objective agent set {weights} ({escape(d.get('reason') or 'no reason given')})")
-        elif d["kind"] == "objective_rejected":
-            out.print(f"round {d['round']}: objective agent's answer unusable; weights kept")
-        else:
-            out.print(f"feedback: {escape(d['text'])}")
+    from promptevo.summary import decision_rows
+
+    for rnd, what, weights, why in decision_rows(summary):
+        out.print(escape(f"round {rnd}: objective agent: {what} {weights}" + (f" ({why})" if why else "")))
     by_reward = summary.get("heldout_by_reward") or {}
     if len(by_reward) > 1:
         table = Table("arm", *by_reward, title="held-out gain vs naive, per reward (95% CI)")

@@ -13,7 +13,7 @@ from promptevo.objective import run_objective
 from promptevo.plots import line_plot, scatter_plot
 from promptevo.repository import RunRepository
 from promptevo.store import Store
-from promptevo.summary import round_rewards, summarize
+from promptevo.summary import decision_rows, round_rewards, summarize
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2rem;max-width:1200px;color:#222}
@@ -114,15 +114,7 @@ evaluated in, and the best so far.</p>{line_plot(series, "search round", "gain o
 
 def _agent(summary: dict) -> str:
     """The objective agent's decisions with their reasons, and the feedback it was given."""
-    rows = []
-    for d in summary.get("objective_decisions") or []:
-        if d["kind"] == "objective_set":
-            weights = ", ".join(f"{_e(n)} {w:.2f}" for n, w in d["spec"]["weights"].items())
-            rows.append(f"<tr><td>{d['round']}</td><td>weights set</td><td>{weights}</td><td>{_e(d.get('reason', ''))}</td></tr>")
-        elif d["kind"] == "objective_rejected":
-            rows.append(f"<tr><td>{d['round']}</td><td>answer unusable</td><td>kept</td><td></td></tr>")
-        else:
-            rows.append(f"<tr><td>{_e(d['round'] or '-')}</td><td>feedback</td><td></td><td>{_e(d['text'])}</td></tr>")
+    rows = ["<tr>" + "".join(f"<td>{_e(cell)}</td>" for cell in row) + "</tr>" for row in decision_rows(summary)]
     if not rows:
         return ""
     return ("<h2>Objective agent</h2><table><tr><th>round</th><th>what</th><th>weights</th><th>reason or feedback</th></tr>"

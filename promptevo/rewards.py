@@ -93,6 +93,35 @@ def info(kind: str) -> RewardInfo:
         raise UserError(f"unknown reward {kind!r}; the repository has {', '.join(REPOSITORY)} (`promptevo rewards`)") from None
 
 
+def weights_file(config: ScorerConfig, tiny, hub: tuple[str, str], what: str) -> Path:
+    """The weights a reward loads: its tiny stand-in (built offline), the configured local file,
+    or the hub's file (which fails with a line that says what to download where)."""
+    if config.version == TINY:
+        return tiny()
+    if config.checkpoint:
+        return Path(config.checkpoint).expanduser()
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(*hub))
+    except Exception as exc:  # noqa: BLE001 - any hub failure means the same to the user
+        raise ModelNotFound(f"cannot get the {what} ({type(exc).__name__}); download {hub[1]} from {hub[0]} "
+                            "and pass it as the reward's checkpoint") from None
+
+
+class ConfiguredReward:
+    """What the rewards built on their own code share: the version from the config, no cache."""
+
+    config: ScorerConfig
+
+    @property
+    def version(self) -> str:
+        return self.config.version
+
+    def clear_cache(self) -> None:
+        pass
+
+
 def clip_preprocess(images, size: int, mean: Sequence[float], std: Sequence[float]):
     """CLIP's evaluation transform on tensors: bicubic resize of the shorter side, centre crop,
     normalisation."""
@@ -180,19 +209,9 @@ class AestheticScore(ClipScore):
         return "openai"  # `checkpoint` names the head
 
     def _head_path(self, config: ScorerConfig) -> Path:
-        if config.version == TINY:
-            from promptevo.tiny import tiny_aesthetic_checkpoint
+        from promptevo.tiny import tiny_aesthetic_checkpoint
 
-            return tiny_aesthetic_checkpoint()
-        if config.checkpoint:
-            return Path(config.checkpoint).expanduser()
-        try:
-            from huggingface_hub import hf_hub_download
-
-            return Path(hf_hub_download(*AESTHETIC_HUB))
-        except Exception as exc:  # noqa: BLE001
-            raise ModelNotFound(f"cannot get the aesthetic predictor ({type(exc).__name__}); download "
-                                f"{AESTHETIC_HUB[1]} from {AESTHETIC_HUB[0]} and pass it as the checkpoint") from None
+        return weights_file(config, tiny_aesthetic_checkpoint, AESTHETIC_HUB, "aesthetic predictor")
 
     @property
     def name(self) -> str:
@@ -210,7 +229,7 @@ class AestheticScore(ClipScore):
         return [float(v) for v in values.reshape(-1).cpu()]
 
 
-class PickScore:
+class PickScore(ConfiguredReward):
     """PickScore: logit scale x cosine of a CLIP-H image and text embedding (transformers)."""
 
     def __init__(self, config: ScorerConfig):
@@ -242,13 +261,6 @@ class PickScore:
     @property
     def name(self) -> str:
         return f"pickscore-{self.config.version}"
-
-    @property
-    def version(self) -> str:
-        return self.config.version
-
-    def clear_cache(self) -> None:
-        pass
 
     def score(self, images, prompts: Sequence[str]) -> list[float]:
         from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
@@ -425,7 +437,7 @@ def imagereward_state(official: dict) -> dict:
     return {ours: value for key, value in official.items() if (ours := rename(key))}
 
 
-class ImageRewardScore:
+class ImageRewardScore(ConfiguredReward):
     """ImageReward: (MLP(BERT([CLS] | image)) - mean) / std, as the official `score` computes it.
     The official checkpoint loads into transformers' BLIP modules by a fixed renaming."""
 
@@ -454,30 +466,13 @@ class ImageRewardScore:
         self.device, self.dtype = device, dtype
 
     def _checkpoint(self, config: ScorerConfig) -> Path:
-        if config.version == TINY:
-            from promptevo.tiny import tiny_imagereward_checkpoint
+        from promptevo.tiny import tiny_imagereward_checkpoint
 
-            return tiny_imagereward_checkpoint()
-        if config.checkpoint:
-            return Path(config.checkpoint).expanduser()
-        try:
-            from huggingface_hub import hf_hub_download
-
-            return Path(hf_hub_download(*IMAGEREWARD_HUB))
-        except Exception as exc:  # noqa: BLE001
-            raise ModelNotFound(f"cannot get the ImageReward checkpoint ({type(exc).__name__}); download "
-                                f"{IMAGEREWARD_HUB[1]} from {IMAGEREWARD_HUB[0]} and pass it as the checkpoint") from None
+        return weights_file(config, tiny_imagereward_checkpoint, IMAGEREWARD_HUB, "ImageReward checkpoint")
 
     @property
     def name(self) -> str:
         return f"imagereward-{self.config.version}"
-
-    @property
-    def version(self) -> str:
-        return self.config.version
-
-    def clear_cache(self) -> None:
-        pass
 
     def score(self, images, prompts: Sequence[str]) -> list[float]:
         import torch

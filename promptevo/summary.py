@@ -126,3 +126,18 @@ def summarize(repo: RunRepository, run_id: str, objective: Objective | None = No
         "objective_decisions": [{"round": e["round"], "kind": e["kind"], **e["data"]} for e in repo.events(run_id)
                                 if e["kind"] in ("objective_set", "objective_rejected", "feedback")],
     }
+
+
+def decision_rows(summary: dict[str, Any]) -> list[tuple[Any, str, str, str]]:
+    """The objective agent's record as (round, what, weights, reason or feedback) rows, for the
+    CLI and the report alike."""
+    rows = []
+    for d in summary.get("objective_decisions") or []:
+        if d["kind"] == "objective_set":
+            weights = ", ".join(f"{n} {w:.2f}" for n, w in d["spec"]["weights"].items())
+            rows.append((d["round"], "weights set", weights, d.get("reason") or ""))
+        elif d["kind"] == "objective_rejected":
+            rows.append((d["round"], "answer unusable", "kept", ""))
+        else:
+            rows.append((d["round"] or "-", "feedback", "", d["text"]))
+    return rows
