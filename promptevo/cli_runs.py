@@ -52,7 +52,7 @@ def _progress_view(p) -> RichGroup:
     table = Table("id", "pulls", "mean gain", "95% CI", "instruction", title=f"round {p.round}/{p.rounds}: {p.stage}")
     for a in p.arms:
         ci = "-" if a["pulls"] < 2 else f"[{a['ci_low']:+.2f}, {a['ci_high']:+.2f}]"
-        table.add_row(str(a["id"]), str(a["pulls"]), _fmt(a["mean"]), ci, a["text"][:90])
+        table.add_row(str(a["id"]), str(a["pulls"]), _fmt(a["mean"]), ci, escape(a["text"][:90]))
     lines = [_best_line(p)] + ([_timing(p)] if p.round_s else [])
     return RichGroup(table, Text("\n".join(lines)))
 
@@ -116,7 +116,7 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
     if best:
         chosen = (f"gain {_fmt(best['selection_gain'])} on the selection pass, " if best.get("selection_gain") is not None else "")
         out.print(f"[bold]best instruction[/] #{best['id']} ({chosen}mean gain {_fmt(best['mean_reward'])} over {best['pulls']} search rounds):")
-        out.print(f"  {best['text']}")
+        out.print(f"  {escape(best['text'])}")
     if summary["heldout"]:
         table = Table("arm", "instruction", "mean HPS", "95% CI", "gain vs naive", "95% CI of gain", title="held-out prompts, fresh seeds")
         for row in summary["heldout"]:
@@ -260,7 +260,7 @@ def runs_list(db: DbOpt = Path("promptevo.db"), as_json: JsonOpt = False):
     table = Table("run", "created", "status", "profile", "rounds done", "stage", "best instruction")
     for r in rows:
         table.add_row(r["id"], r["created_at"][:19], r["status"], r["profile"], f"{r['rounds_done']}/{r['rounds']}",
-                      r["stage"] or "-", (r["best"] or "-")[:70])
+                      r["stage"] or "-", escape((r["best"] or "-")[:70]))
     out.print(table)
 
 
@@ -297,7 +297,7 @@ def runs_show(
     table = Table("id", "origin", "parent", "round", "retired", "pulls", "mean gain", "instruction", title="instructions")
     for i in summary["instructions"]:
         table.add_row(str(i["id"]), i["origin"], str(i["parent_id"] or "-"), str(i["created_round"]),
-                      str(i["retired_round"] or "-"), str(i["pulls"]), _fmt(i["mean_reward"]), i["text"][:80])
+                      str(i["retired_round"] or "-"), str(i["pulls"]), _fmt(i["mean_reward"]), escape(i["text"][:80]))
     out.print(table)
     _print_summary(summary, False)
 

@@ -301,3 +301,13 @@ def test_report_has_round_ticks_an_outside_legend_critiques_and_timings(tmp_path
     assert 'transform="rotate(-90' in svg  # the y label stands beside its ticks, not over one
     assert "<h2>Critiques</h2>" in page and gradient.splitlines()[0] in page.replace("&#x27;", "'")
     assert "<h2>Timings</h2>" in page and "LLM calls" in page
+
+
+def test_llm_text_with_console_markup_prints_as_written(tmp_path, tiny):
+    db = tmp_path / "run.db"
+    text = "[bold red]Keep[/] the subject [link=http://x]and[/link] add light"
+    with Store(db) as s:
+        run_id = create_run(s, tiny, OptimizeConfig(rounds=1, initial_instructions=(text,), population=1), PROMPTS)
+    r = runner.invoke(app, ["runs", "show", run_id, "--db", str(db)], env={"COLUMNS": "300"})
+    assert r.exit_code == 0, r.output
+    assert "[bold red]Keep[/]" in r.output and "[link=http://x]" in r.output  # shown, not interpreted
