@@ -78,6 +78,8 @@ def _run_loop(store: Store, run_id: str, profile: Profile, as_json: bool, models
     def log_line(p) -> None:  # stderr is a file or pipe: one line per finished round
         if p.stage == "round finished":
             err.print(f"round {p.round}/{p.rounds} finished; {_best_line(p)}; {_timing(p)}", soft_wrap=True)
+        elif p.stage == "held-out evaluation":  # the selection pass has chosen: that is the answer now
+            err.print(f"selection pass finished; the run's answer: {_best_line(p).removeprefix('best so far: ')}", soft_wrap=True)
 
     with Live(console=err, refresh_per_second=4, transient=not err.is_terminal) as live:
         show = (lambda p: live.update(_progress_view(p))) if err.is_terminal else log_line

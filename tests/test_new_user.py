@@ -165,6 +165,8 @@ def test_progress_names_the_runs_answer_and_where_the_time_goes(tmp_path, script
     # the resume hint is one whole line, not wrapped at 80 columns
     assert f"(resume with `promptevo runs resume {run_id} --db {db}`)" in r.output
     shown = json.loads(runner.invoke(app, ["runs", "show", run_id, "--db", str(db), "--json"]).stdout)
+    [chosen] = [line for line in r.output.splitlines() if line.startswith("selection pass finished")]
+    assert f"the run's answer: #{shown['best_instruction']['id']} " in chosen  # the last word equals the result
     last = re.search(r"best so far: #(\d+)", lines[-1]).group(1)
     with Store(db, readonly=True) as s:  # the last line named what the run answered before its selection pass
         from promptevo.summary import arm_stats
