@@ -49,10 +49,6 @@ def install() -> None:
         sys.unraisablehook._promptevo = True
 
 
-def requested() -> bool:
-    return _requested.is_set()
-
-
 def check() -> None:
     """Raise the stop that was asked for, if a library swallowed it."""
     if _requested.is_set():

@@ -108,10 +108,6 @@ class RunRepository:
         with self.atomic() as conn:
             conn.execute("UPDATE runs SET best_instruction_id = ? WHERE id = ?", [instruction_id, run_id])
 
-    def touch(self, run_id: str) -> None:
-        with self.atomic() as conn:
-            conn.execute("UPDATE runs SET updated_at = ? WHERE id = ?", [now(), run_id])
-
     # -- ownership (see lease.py) -----------------------------------------------------------
 
     def claim(self, run_id: str, owner: str, alive: Callable[[str | None, str | None], bool]) -> bool:
@@ -301,9 +297,6 @@ class RunRepository:
             rec.score_rows[row["reward"]] = {"scorer": row["scorer"], "version": row["scorer_version"],
                                              "target": row["target_prompt"]}
         return list(out.values())
-
-    def trial_count(self, run_id: str) -> int:
-        return int(self.store.one("SELECT COUNT(*) AS n FROM trials WHERE run_id = ?", [run_id])["n"])
 
     # -- events and LLM calls -----------------------------------------------------------------
 
