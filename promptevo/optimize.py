@@ -236,7 +236,10 @@ class Optimizer:
 
         interrupts.check()  # a Ctrl-C that a library swallowed still stops the run here
         pop = self.population()
-        stats = {s.arm: s for s in self.arm_stats([p["id"] for p in pop])}
+        # one pass over the stored trials for every instruction tried: the live ones' rows and
+        # the run's current answer (possibly retired) come from the same statistics
+        everything = [i for i in self.repo.instructions(self.run_id) if i["origin"] != "baseline"]
+        stats = {s.arm: s for s in self.arm_stats([i["id"] for i in everything])}
         self.progress.round, self.progress.stage = round, stage
         self.progress.arms = []
         for p in pop:
@@ -245,16 +248,14 @@ class Optimizer:
             self.progress.arms.append(
                 {"id": p["id"], "text": p["text"], "pulls": s.pulls, "mean": s.mean, "ci_low": ci.low, "ci_high": ci.high}
             )
-        self.progress.best = self.answer()
+        self.progress.best = self.answer(stats)
         self.progress.llm_calls_left = self._llm_calls_left(round, stage)
         self.on_progress(self.progress)
 
-    def answer(self) -> dict[str, Any] | None:
+    def answer(self, stats: dict[int, bandit.ArmStats]) -> dict[str, Any] | None:
         """The instruction the run would answer with now (what `runs show` and `apply` use):
         the selection pass's choice once made, else the best search mean of every instruction
-        tried, retired ones included."""
-        everything = [i for i in self.repo.instructions(self.run_id) if i["origin"] != "baseline"]
-        stats = {s.arm: s for s in self.arm_stats([i["id"] for i in everything])}
+        tried, retired ones included. `stats`: every non-baseline instruction's."""
         best_id = answer_id(self.repo, self.run_id, stats)
         if best_id is None:
             return None

@@ -22,7 +22,7 @@ from pathlib import Path
 from promptevo.config import TINY, ScorerConfig
 from promptevo.errors import ModelNotFound, UserError
 from promptevo.registry import register_reward
-from promptevo.score import HPSScorer, pil_to_tensor
+from promptevo.score import HPSScorer, image_batch
 
 AESTHETIC_HUB = ("camenduru/improved-aesthetic-predictor", "sac+logos+ava1-l14-linearMSE.pth")
 PICKSCORE_HUB = "yuvalkirstain/PickScore_v1"
@@ -220,10 +220,7 @@ class AestheticScore(ClipScore):
     def score(self, images, prompts: Sequence[str]) -> list[float]:
         import torch
 
-        if not torch.is_tensor(images):
-            images = pil_to_tensor(images)
-        if len(images) != len(prompts):
-            raise ValueError("one prompt per image")
+        images = image_batch(images, prompts)
         with torch.inference_mode():
             values = self.head(self.image_features(images).float())
         return [float(v) for v in values.reshape(-1).cpu()]
@@ -266,10 +263,7 @@ class PickScore(ConfiguredReward):
         from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
         torch = self._torch
-        if not torch.is_tensor(images):
-            images = pil_to_tensor(images)
-        if len(images) != len(prompts):
-            raise ValueError("one prompt per image")
+        images = image_batch(images, prompts)
         out: list[float] = []
         step = self.config.max_batch
         for i in range(0, len(images), step):
@@ -322,14 +316,9 @@ class Brisque:
         pass
 
     def score(self, images, prompts: Sequence[str]) -> list[float]:
-        import torch
-
         from promptevo.render import to_uint8
 
-        if not torch.is_tensor(images):
-            images = pil_to_tensor(images)
-        if len(images) != len(prompts):
-            raise ValueError("one prompt per image")
+        images = image_batch(images, prompts)
         arrays = to_uint8(images).permute(0, 2, 3, 1).numpy()
         return [float(self._model.score(a)) for a in arrays]
 
@@ -478,10 +467,7 @@ class ImageRewardScore(ConfiguredReward):
         import torch
         from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
-        if not torch.is_tensor(images):
-            images = pil_to_tensor(images)
-        if len(images) != len(prompts):
-            raise ValueError("one prompt per image")
+        images = image_batch(images, prompts)
         out: list[float] = []
         step = self.config.max_batch
         for i in range(0, len(images), step):

@@ -80,6 +80,18 @@ def hps_preprocess(images, image_size: int, mean: Sequence[float], std: Sequence
     return (images - mean_t) / std_t
 
 
+def image_batch(images, prompts: Sequence[str]):
+    """What every reward's `score` takes: a [N, 3, H, W] tensor in [0, 1] (or PIL images, turned
+    into one), with one prompt per image."""
+    import torch
+
+    if not torch.is_tensor(images):
+        images = pil_to_tensor(images)
+    if len(images) != len(prompts):
+        raise ValueError("one prompt per image")
+    return images
+
+
 def load_image_tensor(path) -> "object":
     """An image file as a [3, H, W] tensor in [0, 1] (to score an image made earlier)."""
     from PIL import Image
@@ -188,11 +200,7 @@ class HPSScorer:
         (the renderer's output, on any device) or a list of PIL images."""
         import torch
 
-        if not torch.is_tensor(images):
-            images = pil_to_tensor(images)
-        if len(images) != len(prompts):
-            raise ValueError("one prompt per image")
-        img = self.image_features(images)
+        img = self.image_features(image_batch(images, prompts))
         with torch.inference_mode():
             txt = self.text_features(list(prompts))
             cos = (img.float() * txt.float()).sum(dim=-1)

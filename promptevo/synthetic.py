@@ -105,26 +105,22 @@ class SyntheticScorer:
     def clear_cache(self) -> None:
         self._naive.clear()
 
-    def score(self, images, prompts: Sequence[str]) -> list[float]:
-        import torch
+    def _read(self, images, prompts: Sequence[str]):
+        """Per image: its content vector (unit length), its seeded noise, and the naive prompt's
+        vector, read from the pixels as a PNG would hold them."""
+        from promptevo.score import image_batch
 
-        if not torch.is_tensor(images):
-            from promptevo.score import pil_to_tensor
-
-            images = pil_to_tensor(images)
-        if len(images) != len(prompts):
-            raise ValueError("one prompt per image")
-        self.image_forwards += 1
-        pixels = images.detach().float().cpu().numpy()
-        pixels = np.round(np.clip(pixels, 0, 1) * 255) / 255  # what a PNG would hold
+        pixels = image_batch(images, prompts).detach().float().cpu().numpy()
+        pixels = np.round(np.clip(pixels, 0, 1) * 255) / 255
         naive = cached_vectors(self._naive, self.embedder, list(prompts))
-        out = []
         for img, v_naive in zip(pixels, naive):
             v = img[:, :, :16].reshape(-1) * 2 - 1
-            v = v / (np.linalg.norm(v) or 1.0)
-            noise = (float(img[:, :, 16].mean()) - 0.5) * 8
-            out.append(float(TARGET_WEIGHT * v @ self._target + FIDELITY_WEIGHT * v @ v_naive + noise))
-        return out
+            yield v / (np.linalg.norm(v) or 1.0), (float(img[:, :, 16].mean()) - 0.5) * 8, v_naive
+
+    def score(self, images, prompts: Sequence[str]) -> list[float]:
+        self.image_forwards += 1
+        return [float(TARGET_WEIGHT * v @ self._target + FIDELITY_WEIGHT * v @ v_naive + noise)
+                for v, noise, v_naive in self._read(images, prompts)]
 
     def noise_free(self, texts: Sequence[str], prompts: Sequence[str]) -> np.ndarray:
         """What `score` gives on average over seeds (before the image's 8-bit rounding). For
@@ -142,21 +138,7 @@ class SyntheticFidelity(SyntheticScorer):
     version = "v1"
 
     def score(self, images, prompts: Sequence[str]) -> list[float]:
-        import torch
-
-        if not torch.is_tensor(images):
-            from promptevo.score import pil_to_tensor
-
-            images = pil_to_tensor(images)
-        if len(images) != len(prompts):
-            raise ValueError("one prompt per image")
-        pixels = np.round(np.clip(images.detach().float().cpu().numpy(), 0, 1) * 255) / 255
-        naive = cached_vectors(self._naive, self.embedder, list(prompts))
-        out = []
-        for img, v_naive in zip(pixels, naive):
-            v = img[:, :, :16].reshape(-1) * 2 - 1
-            out.append(float(10.0 * (v / (np.linalg.norm(v) or 1.0)) @ v_naive))
-        return out
+        return [float(10.0 * v @ v_naive) for v, _, v_naive in self._read(images, prompts)]
 
 
 def cached_vectors(cache: dict[str, np.ndarray], embedder: Embedder, texts: list[str]) -> np.ndarray:
