@@ -1,3 +1,4 @@
+import os
 import sys
 
 from promptevo.interrupts import install
@@ -7,6 +8,7 @@ try:
     from promptevo.cli import main
 except KeyboardInterrupt:
     sys.stderr.write("interrupted; finished work is saved\n")
-    sys.exit(130)
+    sys.stderr.flush()
+    os._exit(130)  # nothing is open yet; an exit that cannot be turned back into a SIGINT death
 
 main()

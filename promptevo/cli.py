@@ -4,6 +4,7 @@ optimisation commands live in cli_runs."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -315,5 +316,6 @@ def main() -> None:
         _register_subcommands()
     except KeyboardInterrupt:  # before any command ran: nothing to save
         sys.stderr.write("interrupted; finished work is saved\n")
-        sys.exit(130)
+        sys.stderr.flush()
+        os._exit(130)  # no command ran, nothing is open
     app()
