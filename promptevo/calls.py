@@ -29,9 +29,13 @@ def ask(
     run_id: str | None = None,
     seed: int | None = None,
     temperature: float | None = None,
+    images: Sequence | None = None,
 ) -> list[Call]:
+    """One call per fields dict; with `images` ([3, H, W] tensors, one per request), each user
+    message carries its image too, for vision models (OpenAI's content parts)."""
     tpl = template(template_name)
-    requests = [Request(role, tpl.messages(**f), dict(f)) for f in fields]
+    requests = [Request(role, tpl.messages(**f) if images is None else with_image(tpl.messages(**f), images[i]), dict(f))
+                for i, f in enumerate(fields)]
     conversations = [r.messages for r in requests]
     completions = llm.complete(requests, seed=seed, temperature=temperature)
     calls = []
@@ -51,6 +55,18 @@ def ask(
             "logged and finished work is saved: fix the LLM server, then `promptevo runs resume RUN`"
         )
     return calls
+
+
+def with_image(messages: list[Message], image) -> list[Message]:
+    """The conversation with `image` (a [3, H, W] tensor in [0, 1]) after the last message's text."""
+    import base64
+
+    from promptevo.render import png_bytes, to_uint8
+
+    url = "data:image/png;base64," + base64.b64encode(png_bytes(to_uint8(image[None])[0])).decode()
+    last = messages[-1]
+    return [*messages[:-1], {"role": last["role"], "content": [{"type": "text", "text": last["content"]},
+                                                               {"type": "image_url", "image_url": {"url": url}}]}]
 
 
 def _short(text: str | None, n: int = 200) -> str:

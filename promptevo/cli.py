@@ -301,10 +301,11 @@ def experiment_run(
 
 
 def _register_subcommands() -> None:
-    from promptevo import cli_db, cli_runs
+    from promptevo import cli_db, cli_retouch, cli_runs
 
     cli_runs.register(app)
     cli_db.register(app)
+    cli_retouch.register(app)
     app.add_typer(experiment_app, name="experiment")
 
 

@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from promptevo.cli_common import DeviceOpt, HPSCheckpointOpt, JsonOpt, ProfileOpt, RenderModelOpt, build_profile, err, new_app, out, print_json
+from promptevo.cli_common import DeviceOpt, HPSCheckpointOpt, JsonOpt, ProfileOpt, RenderModelOpt, build_profile, err, new_app, out, print_json, progress_bar
 from promptevo.embed import DEFAULT_EMBEDDER
 from promptevo.errors import UserError
 from promptevo.prompt_io import MAX_PROMPT_CHARS, parse_mapping, write_selection
@@ -53,19 +52,6 @@ def _open(path: Path, readonly: bool = False, create: bool = False) -> Iterator[
         raise UserError(f"database {path} does not exist; create it with `promptevo db import FILE --db {path}`")
     with Store(path, readonly=readonly, create=create) as store:
         yield PromptDB(store)
-
-
-@contextlib.contextmanager
-def progress_bar(description: str) -> Iterator:
-    """A callback (done, total) drawing a bar on stderr; silent when stderr is not a terminal."""
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=err, transient=True, disable=not err.is_terminal) as bar:
-        task = bar.add_task(description, total=None)
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        yield update
 
 
 def _embedder(name: str, device: str | None = None):

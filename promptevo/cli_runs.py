@@ -119,6 +119,12 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
         chosen = (f"gain {_fmt(best['selection_gain'])} on the selection pass, " if best.get("selection_gain") is not None else "")
         out.print(f"[bold]best instruction[/] #{best['id']} ({chosen}mean gain {_fmt(best['mean_reward'])} over {best['pulls']} search rounds):")
         out.print(f"  {escape(best['text'])}")
+    if summary.get("retouch"):
+        steps = summary["retouch"]["plan"]
+        out.print(f"[bold]retouch plan[/] ({summary['retouch'].get('source', 'given')}, every image, the naive prompt's too):"
+                  + ("" if steps else " no operation"))
+        for s in steps:
+            out.print(escape(f"  {s['op']} {s['value']:+g}" + (f": {s['reason']}" if s.get("reason") else "")))
     if summary["heldout"]:
         table = Table("arm", "instruction", "mean HPS", "95% CI", "gain vs naive", "95% CI of gain", title="held-out prompts, fresh seeds")
         for row in summary["heldout"]:
@@ -133,6 +139,16 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
 
 ObjectiveOpt = Annotated[str | None, typer.Option(help="Weighted rewards from `promptevo rewards`, e.g. hps=1,clip=0.5,aesthetic=0.2; each reward's gain is divided by its scale. Default: HPS alone.")]
 GuardOpt = Annotated[list[str] | None, typer.Option(help="Reward that must not drop below the naive prompt's by more than a tolerance (KIND or KIND:TOLERANCE, default one scale unit); a rewrite that does is penalised. Repeatable.")]
+
+
+def _retouch_option(value: str | None):
+    if value is None or value == "auto":
+        return value
+    from promptevo.retouch_plan import load_plan
+
+    if not Path(value).is_file():
+        raise UserError(f"--retouch is auto or a plan file; {value} is neither")
+    return {"plan": load_plan(Path(value)).to_list()}
 
 
 def _with_objective(prof: Profile, objective: str | None, guard) -> tuple[Profile, dict]:
@@ -183,6 +199,7 @@ def optimize(
     goal: Annotated[str | None, typer.Option(help="Your objective in words, e.g. 'photorealistic, faithful to the prompt, not oversaturated': an LLM agent sets the rewards' weights from it, the trajectory and your feedback.")] = None,
     agent_every: Annotated[int, typer.Option(help="Search rounds between the agent's weight decisions.")] = 2,
     feedback_file: Annotated[Path | None, typer.Option(help="A text file the agent reads at each decision: write feedback into it while the run goes (or use `runs feedback`).")] = None,
+    retouch: Annotated[str | None, typer.Option(help="Retouch every render after it is made: 'auto' (the LLM plans from the first naive renders, optuna refines the values against the objective) or a plan file (`promptevo retouch --plan`). The naive prompt's images get the same plan.")] = None,
     profile: ProfileOpt = "tiny",
     device: DeviceOpt = None,
     llm_model: LLMModelOpt = None,
@@ -229,7 +246,8 @@ def optimize(
         prof, spec = _with_objective(prof, objective, guard or [])
         config = dataclasses.replace(config, objective=spec)
     config = dataclasses.replace(config, goal=goal, agent_every=agent_every,
-                                 feedback_file=str(feedback_file.resolve()) if feedback_file else None)
+                                 feedback_file=str(feedback_file.resolve()) if feedback_file else None,
+                                 retouch=_retouch_option(retouch))
     config.validate()
     if db.exists():  # a damaged or read-only database fails here, before minutes of model loading
         Store(db).close()

@@ -209,6 +209,25 @@ class CachedEvaluator:
         with self._lock:
             return self._evaluate(jobs)
 
+    def compute(self, jobs: Sequence[Job]) -> list[Evaluation]:
+        """The inner evaluator's images and scores, in memory, stored nowhere (a plan's fit)."""
+        with self._lock:
+            t0 = time.perf_counter()
+            try:
+                return self.inner.evaluate(jobs)
+            finally:
+                self.compute_s += time.perf_counter() - t0
+
+    def score(self, images, targets: Sequence[str], rewards: Sequence[str] | None = None,
+              texts: Sequence[str] | None = None) -> dict[str, list[float]]:
+        """Rewards of images in memory, stored nowhere."""
+        with self._lock:
+            t0 = time.perf_counter()
+            try:
+                return self.inner.score(images, targets, rewards=rewards, texts=texts)
+            finally:
+                self.compute_s += time.perf_counter() - t0
+
     def _evaluate(self, jobs: Sequence[Job]) -> list[CachedEvaluation]:
         import torch
 

@@ -71,6 +71,7 @@ class OptimizeConfig:
     goal: str | None = None  # the user's objective in words: the objective agent sets the weights
     agent_every: int = 2  # search rounds between the agent's decisions
     feedback_file: str | None = None  # a file of free-text feedback the agent reads at each decision
+    retouch: Any = None  # None, "auto" (planned and refined on the first renders), or {"plan": [steps]}
 
     def validate(self) -> None:
         checks = [
@@ -92,6 +93,7 @@ class OptimizeConfig:
             (set(self.baselines) <= set(BASELINES), f"baselines are {', '.join(BASELINES)}"),
             ("reference" not in self.baselines or bool(self.reference_db), "the reference baseline needs a reference database"),
             (len(self.initial_instructions) >= 1, "at least one initial instruction"),
+            (self.retouch in (None, "auto") or isinstance(self.retouch, dict), "--retouch is auto or a plan file"),
         ]
         for ok, message in checks:
             if not ok:
@@ -102,7 +104,8 @@ class OptimizeConfig:
         d = dataclasses.asdict(self)
         d["initial_instructions"] = list(self.initial_instructions)
         d["baselines"] = list(self.baselines)
-        for key, default in (("objective", None), ("goal", None), ("agent_every", 2), ("feedback_file", None)):
+        for key, default in (("objective", None), ("goal", None), ("agent_every", 2), ("feedback_file", None),
+                             ("retouch", None)):
             if d[key] == default:
                 d.pop(key)  # runs that use the defaults keep the hash they had
         return d
@@ -288,6 +291,8 @@ class Optimizer:
         with RunLease(self.repo, self.run_id, wait=wait):
             finished = self.repo.finished_rounds(self.run_id)
             try:
+                if self.config.retouch is not None:
+                    self.retouch_stage()
                 for r in range(1, self.config.rounds + 1):
                     if r not in finished:
                         self.search_round(r)
@@ -301,6 +306,47 @@ class Optimizer:
                     self._references, self._owns_references = None, False
             self.repo.set_status(self.run_id, "finished")
         return summarize(self.repo, self.run_id, self.objective)
+
+    def retouch_stage(self) -> None:
+        """The run's retouch plan, decided once and stored (event `retouch_plan`) before any round:
+        a given plan, or ("auto") the planner and the search on naive renders of up to eight
+        optimisation prompts. Every image of the run, the naive prompt's included, is then made
+        with the plan as post-ops of its variant, so gains compare instructions under the same
+        retouch and resumed runs find their retouched images in the cache."""
+        from promptevo.retouch_plan import validate
+
+        stored = self.repo.events(self.run_id, "retouch_plan")
+        if stored:
+            plan = validate(stored[-1]["data"]["plan"])
+        elif self.config.retouch == "auto":
+            plan = self._fit_retouch()
+        else:
+            plan = validate(self.config.retouch["plan"])
+            self.repo.event(self.run_id, "retouch_plan", {"plan": plan.to_list(), "source": "given"})
+        ops = plan.post_ops()
+        self.search_variant = Variant(self.search_variant.render, ops)
+        self.final_variant = Variant(self.final_variant.render, ops)
+
+    def _fit_retouch(self):
+        import torch
+
+        from promptevo.retouch import RetouchSettings, retouch_set
+
+        pool = self.repo.prompts(self.run_id, "optimize")[:8]
+        seed = int(self._rng(0x7E7).integers(0, 2**31 - 1))
+        jobs = [Job(p["text"], seed, p["text"], self.search_variant) for p in pool]
+        images = torch.stack([e.image for e in self.evaluator.compute(jobs)]).float()
+        texts = [p["text"] for p in pool]
+
+        def score_fn(batch, members):
+            targets = [texts[m] for m in members]
+            values = self.evaluator.score(batch, targets, texts=targets)
+            return [self.objective.score({n: v[i] for n, v in values.items()}) for i in range(len(members))]
+
+        _, outcome = retouch_set(images, self.llm, score_fn, RetouchSettings(seed=self.config.seed),
+                                 store=self.store, run_id=self.run_id)
+        self.repo.event(self.run_id, "retouch_plan", {**outcome.to_dict(), "images": len(pool)})
+        return outcome.plan
 
     def _stage_number(self, phase: Phase) -> int:
         """A one-off stage's round number: the one it was planned under, else the next free."""

@@ -220,6 +220,7 @@ def _weighted_objective(weights, scales, signs, guards=None, penalty=10.0, kinds
 
 def _register_repository() -> None:
     """The reward repository's models (rewards.py) register themselves on import."""
+    import promptevo.image_ops  # noqa: F401 - the retouch operations, as post-ops
     import promptevo.rewards  # noqa: F401
 
 

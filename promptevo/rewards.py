@@ -83,6 +83,15 @@ REPOSITORY: dict[str, RewardInfo] = {r.kind: r for r in [
                f"hub file {IMAGEREWARD_HUB[0]} {IMAGEREWARD_HUB[1]} (or a local file); built on transformers' BLIP "
                "modules, not the image-reward package (its old timm and fairscale pins stay out)", "v1.0", "BLIP",
                ("transformers",)),
+    RewardInfo("exposure", "classical exposure: median luminance near mid-grey, nothing clipped (prompt ignored)",
+               "100 at best; 2 points per 0.01 of median error, 1 per percent clipped", 10.0, True,
+               "nothing (computed)", "v1", "measure", ("kornia",)),
+    RewardInfo("contrast", "classical contrast: RMS contrast near a natural photograph's 0.22 (prompt ignored)",
+               "0 at best, minus the distance in percent", 5.0, True, "nothing (computed)", "v1", "measure", ("kornia",)),
+    RewardInfo("colourfulness", "Hasler-Suesstrunk colourfulness near a natural photograph's 0.40 (prompt ignored)",
+               "0 at best, minus the distance in percent", 10.0, True, "nothing (computed)", "v1", "measure", ("kornia",)),
+    RewardInfo("noise", "estimated noise (Immerkaer), prompt ignored", "minus the noise sigma in percent; 0 is clean",
+               1.0, True, "nothing (computed)", "v1", "measure", ("kornia",)),
 ]}
 
 
@@ -491,3 +500,13 @@ register_reward("aesthetic", name=lambda c: f"aesthetic-{c.version}")(AestheticS
 register_reward("pickscore", name=lambda c: f"pickscore-{c.version}")(PickScore)
 register_reward("brisque", name=lambda c: "brisque-0.2")(Brisque)
 register_reward("fidelity", name=lambda c: "fidelity-minilm")(TextFidelity)
+
+
+def _register_measures() -> None:
+    from promptevo.measures import MEASURES, MeasureReward
+
+    for kind, fn in MEASURES.items():
+        register_reward(kind, name=lambda c, _k=kind: f"{_k}-v1")(lambda c, _k=kind, _f=fn: MeasureReward(_k, _f))
+
+
+_register_measures()

