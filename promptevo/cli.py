@@ -280,8 +280,12 @@ def experiment_run(
     as_json: JsonOpt = False,
 ):
     """Run every arm for several seeds (each run in its own database; finished runs are skipped)
-    and write results.md, results.csv, heldout.svg and curves.svg."""
+    and write results.md, results.csv, heldout.svg and curves.svg. A config with kind = "retouch"
+    runs the retouch benchmark instead (results.md, results.csv, summary.json, contact.jpg)."""
     from promptevo.experiment import run_experiment
+
+    if _experiment_kind(config) == "retouch":
+        return _retouch_benchmark(config, out_dir, as_json)
 
     with err.status("experiment") as status:
         results = run_experiment(config, out=out_dir, repeats=repeats, progress=lambda s: status.update(f"experiment: {s}"))
@@ -298,6 +302,33 @@ def experiment_run(
     out.print(table)
     err.print(f"{results['runs_done']} runs done, {results['runs_skipped']} already finished; results in "
               f"{out_dir or config.parent / 'results' / results['name']}")
+
+
+def _experiment_kind(config: Path) -> str:
+    import tomllib
+
+    try:
+        return str(tomllib.loads(config.read_text(encoding="utf-8")).get("kind", "optimize"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return "optimize"  # the experiment runner says what is wrong with it
+
+
+def _retouch_benchmark(config: Path, out_dir: Path | None, as_json: bool) -> None:
+    from promptevo.retouch_bench import run_benchmark
+
+    with err.status("retouch benchmark") as status:
+        summary = run_benchmark(config, out=out_dir, progress=lambda s: status.update(f"retouch benchmark: {s}"))
+    if as_json:
+        print_json(summary)
+        return
+    table = Table("arm", "PSNR (dB)", "SSIM", "PSNR vs none (95% CI)", "SSIM vs none (95% CI)",
+                  title=f"{summary['name']}: {summary['images']} degraded photographs, full reference")
+    for r in summary["table"]:
+        p, s, dp, ds = r["psnr"], r["ssim"], r["psnr_vs_none"], r["ssim_vs_none"]
+        table.add_row(r["arm"], f"{p['mean']:.2f}", f"{s['mean']:.3f}", f"{dp['mean']:+.2f} [{dp['ci_low']:+.2f}, {dp['ci_high']:+.2f}]",
+                      f"{ds['mean']:+.3f} [{ds['ci_low']:+.3f}, {ds['ci_high']:+.3f}]")
+    out.print(table)
+    err.print(f"{summary['seconds']:.0f} s; results in {out_dir or config.parent / 'results' / summary['name']}")
 
 
 def _register_subcommands() -> None:

@@ -2,9 +2,10 @@
 classical no-reference quality measures the retouch objective weights (exposure, contrast,
 colourfulness, noise), plus the full-reference PSNR/SSIM (scikit-image) a benchmark reports.
 
-The no-reference measures score against generic targets for natural photographs fixed here
-(mid-grey median, RMS contrast 0.22, Hasler-Suesstrunk colourfulness 0.40), not against any
-reference image.
+The no-reference measures penalise only what lies outside a normal band for natural photographs,
+fixed here from photographic rules of thumb, not from any reference image: a median luminance
+between 0.30 and 0.60, RMS contrast between 0.15 and 0.30, Hasler-Suesstrunk colourfulness
+between 0.25 and 0.60. Inside its band a photograph is not pushed anywhere.
 """
 
 from __future__ import annotations
@@ -15,7 +16,12 @@ from typing import Any
 
 from promptevo.image_ops import luminance
 
-TARGET_MEDIAN, TARGET_CONTRAST, TARGET_COLOURFULNESS = 0.45, 0.22, 0.40
+MEDIAN_BAND, CONTRAST_BAND, COLOURFULNESS_BAND = (0.30, 0.60), (0.15, 0.30), (0.25, 0.60)
+
+
+def outside(value, band: tuple[float, float]):
+    """How far a value lies outside [low, high] (0 inside)."""
+    return (band[0] - value).clamp(min=0) + (value - band[1]).clamp(min=0)
 
 
 def _percentiles(y, qs: Sequence[float]):
@@ -87,23 +93,23 @@ def describe(images) -> list[dict[str, float]]:
 
 
 def exposure_score(images):
-    """100 at a mid-grey median with nothing clipped; 2 points off per 0.01 of median error,
-    1 point per percent of clipped pixels."""
+    """100 with the median luminance in its band and nothing clipped; 2 points off per 0.01 of
+    the median outside the band, 1 point per percent of clipped pixels."""
     y = luminance(images.float().clamp(0, 1))
     median = y.flatten(1).median(1).values
     clipped = ((y < 0.02) | (y > 0.98)).flatten(1).float().mean(1)
-    return 100 - 200 * (median - TARGET_MEDIAN).abs() - 100 * clipped
+    return 100 - 200 * outside(median, MEDIAN_BAND) - 100 * clipped
 
 
 def contrast_score(images):
-    """Minus the distance of RMS contrast from a natural photograph's, in percent."""
+    """Minus how far RMS contrast lies outside its band, in percent."""
     y = luminance(images.float().clamp(0, 1))
-    return -100 * (y.flatten(1).std(1) - TARGET_CONTRAST).abs()
+    return -100 * outside(y.flatten(1).std(1), CONTRAST_BAND)
 
 
 def colourfulness_score(images):
-    """Minus the distance of colourfulness from a natural photograph's, in percent."""
-    return -100 * (colourfulness(images.float().clamp(0, 1)) - TARGET_COLOURFULNESS).abs()
+    """Minus how far colourfulness lies outside its band, in percent."""
+    return -100 * outside(colourfulness(images.float().clamp(0, 1)), COLOURFULNESS_BAND)
 
 
 def noise_score(images):

@@ -36,6 +36,7 @@ class RetouchSettings:
     trials: int = 24  # objective evaluations per image (or per shared set), the plan's own included
     batch: int = 8  # trials evaluated together
     min_ssim: float = 0.6  # identity guard: SSIM of the result to the input
+    edit_cost: float = 1.0  # objective units a search pays per operation moved across its whole range
     seed: int = 0
     vision: bool = False  # send the image to the LLM too (an OpenAI-compatible vision model)
 
@@ -44,6 +45,8 @@ class RetouchSettings:
             raise UserError(f"--mode is one of {', '.join(MODES)} (got {self.mode!r})")
         if self.trials < 1 or self.batch < 1:
             raise UserError("--trials and the batch must be >= 1")
+        if not self.edit_cost >= 0:
+            raise UserError(f"the edit cost must be >= 0 (got {self.edit_cost})")
         if not 0 <= self.min_ssim <= 1:
             raise UserError(f"--min-ssim is between 0 and 1 (got {self.min_ssim})")
 
@@ -158,7 +161,7 @@ def rule_plan(m: Mapping[str, float]) -> list[dict[str, Any]]:
         steps.append({"op": op, "value": round(min(max(value, info.low), info.high), 3), "reason": reason})
 
     cast = max(abs(m["cast_green_magenta"]), abs(m["cast_blue_yellow"]))
-    if cast > 8:
+    if cast > 10:
         add("white_balance", min(1.0, cast / 25), f"Lab colour cast {cast:.1f} away from neutral")
     if m["noise_sigma"] > 0.015:
         add("denoise", (m["noise_sigma"] - 0.005) / 0.04, f"noise sigma {m['noise_sigma']:.3f} above 0.01")
@@ -167,12 +170,12 @@ def rule_plan(m: Mapping[str, float]) -> list[dict[str, Any]]:
     if m["sharpness"] < 6 and m["noise_sigma"] <= 0.015:
         add("deblur", (6 - m["sharpness"]) / 3, f"Laplacian variance {m['sharpness']:.1f} is low: soft or blurred")
     median = max(m["luminance_median"], 1e-3)
-    ev = 2.2 * math.log2(0.45 / median)
-    if abs(ev) > 0.3:
-        add("exposure", ev, f"median luminance {median:.2f} against a mid-grey 0.45")
-    if m["rms_contrast"] < 0.16 and abs(ev) <= 1.5:
+    ev = 2.2 * math.log2(0.45 / median) if not 0.30 <= median <= 0.60 else 0.0
+    if ev:
+        add("exposure", ev, f"median luminance {median:.2f} is outside 0.30-0.60")
+    if m["rms_contrast"] < 0.15 and abs(ev) <= 1.5:
         add("contrast", math.log2(0.22 / max(m["rms_contrast"], 1e-3)), f"RMS contrast {m['rms_contrast']:.2f} is flat")
-    if m["colourfulness"] < 0.25 and cast <= 8:
+    if m["colourfulness"] < 0.25 and cast <= 10:
         add("saturation", (0.40 - m["colourfulness"]) / 0.40, f"colourfulness {m['colourfulness']:.2f} is dull")
     return steps
 
@@ -195,7 +198,9 @@ def search(images, score_fn: Callable[[Any, list[int]], Sequence[float]], settin
            start: Plan | None = None) -> tuple[Plan, dict[str, Any]]:
     """Optuna's TPE over the values of `start`'s operations (or SEARCH_OPS), every image of the
     set getting the same values. Trials go in batches; the first is `start`'s values (or no
-    operation), so the result is never worse on the objective than where it started. A trial
+    operation), so the result is never worse on the objective than where it started. Each trial
+    pays `edit_cost` per operation moved across its whole range, so among equal scores the
+    smaller edit wins (the objective is blind to much of what a photograph should keep). A trial
     whose mean SSIM to the inputs is below the guard is penalised."""
     import optuna
     import torch
@@ -218,8 +223,10 @@ def search(images, score_fn: Callable[[Any, list[int]], Sequence[float]], settin
         objective = torch.tensor(list(score_fn(batch, members)), dtype=torch.float64).reshape(len(trials), k).mean(1)
         guard = ssim_batch(batch, images.repeat(len(trials), 1, 1, 1)).double().reshape(len(trials), k).mean(1)
         for t, o, g in zip(trials, objective.tolist(), guard.tolist()):
+            cost = settings.edit_cost * sum(abs(t.params[op] - OPS[op].neutral) / (OPS[op].high - OPS[op].low) for op in ops)
             t.set_user_attr("ssim", g)
-            study.tell(t, o - (GUARD_PENALTY if g < settings.min_ssim else 0.0))
+            t.set_user_attr("objective", o)
+            study.tell(t, o - cost - (GUARD_PENALTY if g < settings.min_ssim else 0.0))
         done += len(trials)
     best = study.best_trial
     found = plan.with_values([best.params[op] for op in ops])
@@ -236,7 +243,7 @@ def _mean(measures: Sequence[Mapping[str, float]]) -> dict[str, float]:
     return {key: round(sum(m[key] for m in measures) / len(measures), 4) for key in measures[0]}
 
 
-def _finish(images, planned: tuple[Plan | None, dict[str, Any]], score_fn, settings: RetouchSettings) -> tuple[Any, Outcome]:
+def complete_plan(images, planned: tuple[Plan | None, dict[str, Any]], score_fn, settings: RetouchSettings) -> tuple[Any, Outcome]:
     """From the planner's answer to the retouched set: the mode's plan or search, then the guard."""
     import torch
 
@@ -278,7 +285,7 @@ def retouch_set(images, llm, score_fn: Callable[[Any, list[int]], Sequence[float
     `log`: store and run_id, to log the planner's call with the run's."""
     settings.validate()
     planned = _planned(llm, [_mean(describe(images))], images[:1], settings, **log)[0]
-    return _finish(images, planned, score_fn, settings)
+    return complete_plan(images, planned, score_fn, settings)
 
 
 def retouch_images(images: Sequence[Any], llm, objective: RetouchObjective, settings: RetouchSettings,
@@ -288,7 +295,7 @@ def retouch_images(images: Sequence[Any], llm, objective: RetouchObjective, sett
     plans = _planned(llm, [describe(im[None].float())[0] for im in images], list(images), settings)
     results = []
     for i, image in enumerate(images):
-        after, outcome = _finish(image[None].float(), plans[i], lambda batch, members: objective.values(batch), settings)
+        after, outcome = complete_plan(image[None].float(), plans[i], lambda batch, members: objective.values(batch), settings)
         results.append((after[0], outcome))
         if on_done:
             on_done(i, *results[-1])
