@@ -165,6 +165,7 @@ def rule_plan(m: Mapping[str, float]) -> list[dict[str, Any]]:
         add("white_balance", min(1.0, cast / 25), f"Lab colour cast {cast:.1f} away from neutral")
     if m["noise_sigma"] > 0.015:
         add("denoise", (m["noise_sigma"] - 0.005) / 0.04, f"noise sigma {m['noise_sigma']:.3f} above 0.01")
+        add("sharpen", 0.4, "edges softened by the noise reduction; after it, so the noise is not sharpened too")
     if m["blockiness"] > 1.3:
         add("deblock", min(1.0, m["blockiness"] - 1), f"block edges {m['blockiness']:.2f}x the other steps")
     if m["sharpness"] < 6 and m["noise_sigma"] <= 0.015:
