@@ -119,6 +119,10 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
         chosen = (f"gain {_fmt(best['selection_gain'])} on the selection pass, " if best.get("selection_gain") is not None else "")
         out.print(f"[bold]best instruction[/] #{best['id']} ({chosen}mean gain {_fmt(best['mean_reward'])} over {best['pulls']} search rounds):")
         out.print(f"  {escape(best['text'])}")
+    if summary.get("budget"):
+        b = summary["budget"]
+        out.print(f"budget: {b['images']} images scored, {b['llm_calls']} LLM calls "
+                  f"({b['prompt_tokens'] + b['completion_tokens']} tokens), {b['wall_s']:.0f} s in rounds")
     if summary.get("retouch"):
         steps = summary["retouch"]["plan"]
         out.print(f"[bold]retouch plan[/] ({summary['retouch'].get('source', 'given')}, every image, the naive prompt's too):"

@@ -211,6 +211,7 @@ def _run_metrics(db: Path) -> dict[str, Any]:
         table = {row["arm"]: row for row in heldout_table(repo, run["id"])}
         rewards = round_rewards(repo, run["id"])
         by_reward = {name: {row["arm"]: row for row in rows} for name, rows in heldout_by_reward(repo, run["id"]).items()}
+        budget = repo.budget(run["id"])
     gains = {arm: row["diff_vs_naive"]["mean"] for arm, row in table.items() if row["diff_vs_naive"]}
     # best arm's mean gain over naive after each round (statistics from finished rounds only)
     curve, per_arm = [], {}
@@ -221,7 +222,7 @@ def _run_metrics(db: Path) -> dict[str, Any]:
         curve.append(max((sum(v) / len(v) for v in per_arm.values()), default=float("nan")))
     reward_gains = {name: rows["best"]["diff_vs_naive"]["mean"] for name, rows in by_reward.items()
                     if rows.get("best", {}).get("diff_vs_naive")}
-    return {"gains": gains, "curve": curve, "reward_gains": reward_gains}
+    return {"gains": gains, "curve": curve, "reward_gains": reward_gains, "budget": budget}
 
 
 def summarise(cfg: ExperimentConfig, out: Path) -> dict[str, Any]:
@@ -236,7 +237,8 @@ def summarise(cfg: ExperimentConfig, out: Path) -> dict[str, Any]:
     for arm, ms in metrics.items():
         best = [m["gains"].get("best", float("nan")) for m in ms]
         ci = mean_ci(best)
-        row = {"arm": arm, "runs": len(ms), "heldout_gain": ci.mean, "ci_low": ci.low, "ci_high": ci.high}
+        row = {"arm": arm, "runs": len(ms), "heldout_gain": ci.mean, "ci_low": ci.low, "ci_high": ci.high,
+               "budget": {k: sum(m["budget"][k] for m in ms) / len(ms) for k in ms[0]["budget"]}}  # mean per run
         if arm != cfg.reference_arm and len(ref) == len(best):
             d = mean_ci([a - b for a, b in zip(best, ref)])  # paired by repeat: same seed, prompts and split
             row.update(diff_vs_reference=d.mean, diff_ci_low=d.low, diff_ci_high=d.high, diff_excludes_zero=d.excludes_zero())
@@ -306,6 +308,15 @@ def write_results(cfg: ExperimentConfig, out: Path, results: dict[str, Any]) -> 
             diff = "" if "diff_vs_reference" not in r else f"{r['diff_vs_reference']:+.3f}"
             dci = "" if "diff_vs_reference" not in r else f"[{r['diff_ci_low']:+.3f}, {r['diff_ci_high']:+.3f}]" + (" *" if r["diff_excludes_zero"] else "")
             lines.append(f"| {r['reward']} | {r['arm']} | {r['runs']} | {r['heldout_gain']:+.3f} | [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] | {diff} | {dci} |")
+    budgets = [r for r in results["rows"] if "budget" in r]
+    if budgets:
+        lines += ["", "Budget per run (mean over repeats; the held-out evaluation and the baselines included): images "
+                  "scored, LLM calls, tokens, wall seconds in rounds.", "",
+                  "| arm | images | LLM calls | tokens | wall s |", "|---|---:|---:|---:|---:|"]
+        for r in budgets:
+            b = r["budget"]
+            lines.append(f"| {r['arm']} | {b['images']:.0f} | {b['llm_calls']:.0f} | "
+                         f"{b['prompt_tokens'] + b['completion_tokens']:.0f} | {b['wall_s']:.1f} |")
     lines += ["", "`*`: the interval excludes zero. Plots: `heldout.svg`, `curves.svg`; runs: `runs/ARM-rN.db`.", ""]
     (out / "results.md").write_text("\n".join(lines), encoding="utf-8")
     (out / "heldout.svg").write_text(interval_plot(

@@ -316,6 +316,22 @@ class RunRepository:
 
     # -- what a run holds ---------------------------------------------------------------------
 
+    def budget(self, run_id: str) -> dict[str, Any]:
+        """What a run's result cost: images it scored (distinct; a cached image counts once),
+        LLM calls and tokens, and the wall seconds of its rounds (time between resumes excluded)."""
+        import datetime as dt
+
+        calls = self.store.one(
+            "SELECT COUNT(*) AS n, COALESCE(SUM(prompt_tokens), 0) AS p, COALESCE(SUM(completion_tokens), 0) AS c "
+            "FROM llm_calls WHERE run_id = ?", [run_id])
+        images = self.store.one("SELECT COUNT(DISTINCT image_id) AS n FROM trials WHERE run_id = ?", [run_id])
+        wall = 0.0
+        for r in self.store.query("SELECT started_at, finished_at FROM rounds WHERE run_id = ? AND finished_at IS NOT NULL",
+                                  [run_id]):
+            wall += (dt.datetime.fromisoformat(r["finished_at"]) - dt.datetime.fromisoformat(r["started_at"])).total_seconds()
+        return {"images": int(images["n"]), "llm_calls": int(calls["n"]), "prompt_tokens": int(calls["p"]),
+                "completion_tokens": int(calls["c"]), "wall_s": round(wall, 3)}
+
     def counts(self, run_id: str) -> dict[str, int]:
         """Row counts of a run, for checks that nothing was lost or done twice."""
         one = lambda sql: int(self.store.one(sql, [run_id])["n"])  # noqa: E731

@@ -123,6 +123,7 @@ def summarize(repo: RunRepository, run_id: str, objective: Objective | None = No
         "heldout": heldout_table(repo, run_id, objective),
         "heldout_by_reward": heldout_by_reward(repo, run_id),
         "reward_gains": {str(k): v for k, v in reward_gains(repo, run_id).items()},
+        "budget": repo.budget(run_id),
         "retouch": next((e["data"] for e in reversed(repo.events(run_id, "retouch_plan"))), None),
         "objective_decisions": [{"round": e["round"], "kind": e["kind"], **e["data"]} for e in repo.events(run_id)
                                 if e["kind"] in ("objective_set", "objective_rejected", "feedback")],

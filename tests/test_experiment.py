@@ -12,6 +12,8 @@ from typer.testing import CliRunner
 from promptevo.cli import _register_subcommands, app
 from promptevo.errors import UserError
 from promptevo.experiment import load_config, run_experiment
+from promptevo.repository import RunRepository
+from promptevo.store import Store
 from promptevo.synthetic import VOCABULARY
 from promptevo.templates import NO_GRADIENT_IMPROVEMENT
 
@@ -168,6 +170,16 @@ def test_experiment_runs_every_arm_and_repeat_writes_tables_and_plots_and_skips_
         assert {r["arm"] for r in csv.DictReader(fh)} == set(rows)
     md = (out / "results.md").read_text(encoding="utf-8")
     assert "SYNTHETIC" in md and "| ucb | 2 |" in md
+    budgets = []  # every arm reports what its result cost: the mean over its runs of each run's budget
+    for arm in ("ucb", "random"):
+        with Store(out / "runs" / f"{arm}-r0.db", readonly=True) as s0, Store(out / "runs" / f"{arm}-r1.db", readonly=True) as s1:
+            runs = [RunRepository(s).budget(RunRepository(s).first_run()["id"]) for s in (s0, s1)]
+            counts = [RunRepository(s).counts(RunRepository(s).first_run()["id"]) for s in (s0, s1)]
+        assert [b["images"] for b in runs] == [c["scored_images"] for c in counts]
+        assert [b["llm_calls"] for b in runs] == [c["llm_calls"] for c in counts] and all(b["wall_s"] > 0 for b in runs)
+        assert rows[arm]["budget"]["images"] == pytest.approx(sum(b["images"] for b in runs) / 2)
+        budgets.append(f"| {arm} | {rows[arm]['budget']['images']:.0f} | {rows[arm]['budget']['llm_calls']:.0f} |")
+    assert all(b in md for b in budgets)
     for svg in ("heldout.svg", "curves.svg"):
         text = (out / svg).read_text(encoding="utf-8")
         assert text.startswith("<svg") and "ucb" in text
