@@ -155,7 +155,7 @@ def test_search_never_ends_below_the_input_on_its_objective_and_keeps_the_guard(
 def test_rule_planner_explains_a_dark_noisy_photograph_and_the_search_improves_on_the_reference(objective):
     clean = photo("coffee")
     x = noisy(apply_op("exposure", clean[None], -2.0)[0], 0.03)
-    [(planned, p)], = [retouch_images([x], RulePlanner(), objective, RetouchSettings(mode="planner"))]
+    [(_, p)] = retouch_images([x], RulePlanner(), objective, RetouchSettings(mode="planner"))
     assert p.source == "planner" and {"denoise", "exposure"} <= set(p.plan.ops())
     assert all("noise" in s.reason or "luminance" in s.reason or "cast" in s.reason for s in p.plan.steps)
     [(both, b)] = retouch_images([x], RulePlanner(), objective, RetouchSettings(mode="planner+search", trials=16))
