@@ -14,6 +14,7 @@ text and seed). An evaluation is the image, in memory, and one value per reward 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Sequence
@@ -209,24 +210,26 @@ class CachedEvaluator:
         with self._lock:
             return self._evaluate(jobs)
 
-    def compute(self, jobs: Sequence[Job]) -> list[Evaluation]:
-        """The inner evaluator's images and scores, in memory, stored nowhere (a plan's fit)."""
+    @contextlib.contextmanager
+    def _computing(self):
+        """One evaluation at a time, its seconds counted in compute_s."""
         with self._lock:
             t0 = time.perf_counter()
             try:
-                return self.inner.evaluate(jobs)
+                yield
             finally:
                 self.compute_s += time.perf_counter() - t0
+
+    def compute(self, jobs: Sequence[Job]) -> list[Evaluation]:
+        """The inner evaluator's images and scores, in memory, stored nowhere (a plan's fit)."""
+        with self._computing():
+            return self.inner.evaluate(jobs)
 
     def score(self, images, targets: Sequence[str], rewards: Sequence[str] | None = None,
               texts: Sequence[str] | None = None) -> dict[str, list[float]]:
         """Rewards of images in memory, stored nowhere."""
-        with self._lock:
-            t0 = time.perf_counter()
-            try:
-                return self.inner.score(images, targets, rewards=rewards, texts=texts)
-            finally:
-                self.compute_s += time.perf_counter() - t0
+        with self._computing():
+            return self.inner.score(images, targets, rewards=rewards, texts=texts)
 
     def _evaluate(self, jobs: Sequence[Job]) -> list[CachedEvaluation]:
         import torch

@@ -87,8 +87,8 @@ class RetouchObjective:
 
         weights = parse_weights(text)
         configs = {k: info(k).config(tiny=True, device=device) for k in weights}
-        for kind, config in configs.items():
-            if getattr(info(kind), "kind", None) in ("fidelity", "synthetic-fidelity"):
+        for kind in configs:
+            if kind in ("fidelity", "synthetic-fidelity"):
                 raise UserError(f"{kind} reads texts; a retouch objective scores images only")
         names = {k: reward_name(c) for k, c in configs.items()}
         spec = weighted_spec(weights, {}, names)
@@ -226,7 +226,6 @@ def search(images, score_fn: Callable[[Any, list[int]], Sequence[float]], settin
         for t, o, g in zip(trials, objective.tolist(), guard.tolist()):
             cost = settings.edit_cost * sum(abs(t.params[op] - OPS[op].neutral) / (OPS[op].high - OPS[op].low) for op in ops)
             t.set_user_attr("ssim", g)
-            t.set_user_attr("objective", o)
             study.tell(t, o - cost - (GUARD_PENALTY if g < settings.min_ssim else 0.0))
         done += len(trials)
     best = study.best_trial

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from promptevo.errors import UserError
-from promptevo.image_ops import OPS, apply_op, apply_steps
+from promptevo.image_ops import OPS, apply_op, apply_steps, luminance
 from promptevo.measures import psnr, ssim
 from promptevo.stats import mean_ci
 
@@ -136,7 +136,7 @@ def degrade(x, kind: str, strength: int, seed: int):
             y = mean + (y - mean) * params["factor"]
         elif part == "desaturate":
             params["factor"] = 1 - 0.25 * s
-            grey = 0.2126 * y[:, 0:1] + 0.7152 * y[:, 1:2] + 0.0722 * y[:, 2:3]
+            grey = luminance(y)
             y = grey + (y - grey) * params["factor"]
         elif part == "noise":
             params["sigma"] = 0.025 * s
@@ -181,8 +181,7 @@ def auto_enhance(x):
     of luminance, grey-world halfway, +10% saturation, a light unsharp mask."""
     import torch
 
-    y = 0.2126 * x[0] + 0.7152 * x[1] + 0.0722 * x[2]
-    lo, hi = torch.quantile(y.flatten(), torch.tensor([0.005, 0.995]))
+    lo, hi = torch.quantile(luminance(x[None]).flatten(), torch.tensor([0.005, 0.995]))
     stretched = ((x - lo) / (hi - lo).clamp(min=1e-3)).clamp(0, 1)
     return apply_steps(stretched[None], [("white_balance", 0.5), ("saturation", 0.1), ("sharpen", 0.3)])[0]
 
@@ -203,7 +202,7 @@ def oracle(x, d: Degradation):
             mean = y.mean(dim=(1, 2, 3), keepdim=True)
             y = mean + (y - mean) / p["factor"]
         elif part == "desaturate":
-            grey = 0.2126 * y[:, 0:1] + 0.7152 * y[:, 1:2] + 0.0722 * y[:, 2:3]
+            grey = luminance(y)
             y = grey + (y - grey) / p["factor"]
         elif part == "noise":
             from skimage.restoration import denoise_nl_means
