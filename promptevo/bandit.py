@@ -2,7 +2,9 @@
 optimiser recomputes the statistics from stored trials, so a resumed run cannot double-count.
 
 An arm's reward in a round is its mean improvement over the naive prompt on that round's
-(prompt, seed) pairs; a pull is one round in which the arm was evaluated.
+(prompt, seed) pairs; a pull is one round in which the arm was evaluated. Per-prompt gains (over
+every round) feed the Pareto selector: an arm that is best on one prompt stays a candidate even
+when its mean is not the best (GEPA, arXiv 2507.19457).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 class ArmStats:
     arm: int
     rewards: list[float] = field(default_factory=list)
+    per_prompt: dict[str, list[float]] = field(default_factory=dict)  # prompt id -> paired gains
 
     @property
     def pulls(self) -> int:
@@ -96,7 +99,47 @@ class RoundRobin:
         return [a.arm for a in sorted(arms, key=lambda a: (a.pulls, a.arm))][:k]
 
 
-SELECTORS = {"ucb": UCB1, "greedy": Greedy, "epsilon-greedy": EpsilonGreedy, "random": RandomSelector, "round-robin": RoundRobin}
+def pareto_front(arms: Sequence[ArmStats]) -> dict[int, int]:
+    """Arm -> how many prompts it is best on (its mean gain there, among the arms evaluated on
+    that prompt; ties share the prompt). Arms best on no prompt are not in the front."""
+    by_prompt: dict[str, dict[int, float]] = {}
+    for a in arms:
+        for pid, gains in a.per_prompt.items():
+            if gains:
+                by_prompt.setdefault(pid, {})[a.arm] = float(np.mean(gains))
+    wins: dict[int, int] = {}
+    for scores in by_prompt.values():
+        top = max(scores.values())
+        for arm, v in scores.items():
+            if v >= top - 1e-12:
+                wins[arm] = wins.get(arm, 0) + 1
+    return dict(sorted(wins.items()))
+
+
+@dataclass(frozen=True)
+class Pareto:
+    """GEPA's candidate selection: unpulled arms first, then arms drawn from the Pareto front over
+    per-prompt gains, each with probability proportional to the prompts it wins; the rest (if k
+    asks for more) by mean."""
+
+    name: str = "pareto"
+
+    def select(self, arms, k, rng):
+        chosen = _unpulled_first(arms, k)
+        wins = {a: w for a, w in pareto_front(arms).items() if a not in chosen}
+        while len(chosen) < k and wins:
+            ids = list(wins)
+            p = np.array([wins[i] for i in ids], dtype=float)
+            pick = ids[int(rng.choice(len(ids), p=p / p.sum()))]
+            chosen.append(pick)
+            del wins[pick]
+        if len(chosen) < k:
+            chosen += _top([a for a in arms if a.arm not in chosen], k - len(chosen), lambda a: a.mean, rng)
+        return chosen
+
+
+SELECTORS = {"ucb": UCB1, "greedy": Greedy, "epsilon-greedy": EpsilonGreedy, "random": RandomSelector, "round-robin": RoundRobin,
+             "pareto": Pareto}
 
 
 def make_selector(name: str, *, ucb_c: float = 1.0, epsilon: float = 0.2) -> Selector:

@@ -121,7 +121,7 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
         out.print(f"  {escape(best['text'])}")
     if summary.get("budget"):
         b = summary["budget"]
-        out.print(f"budget: {b['images']} images scored, {b['llm_calls']} LLM calls "
+        out.print(f"budget: {b['images']} images scored ({b.get('search_images', '?')} to decide), {b['llm_calls']} LLM calls "
                   f"({b['prompt_tokens'] + b['completion_tokens']} tokens), {b['wall_s']:.0f} s in rounds")
     if summary.get("retouch"):
         steps = summary["retouch"]["plan"]
@@ -182,15 +182,20 @@ def optimize(
     encoding: Annotated[str, typer.Option(help="Text encoding of the --prompts file, e.g. latin-1.")] = "utf-8",
     db: DbOpt = Path("promptevo.db"),
     rounds: Annotated[int, typer.Option(min=0, help="Search rounds.")] = 3,
-    batch_size: Annotated[int, typer.Option(min=1, help="Naive prompts sampled per round.")] = 3,
+    batch_size: Annotated[int, typer.Option(min=1, help="Naive prompts sampled per round (with a Pareto set: the set instead).")] = 3,
     seeds_per_prompt: Annotated[int, typer.Option(min=1, help="Images per (prompt, arm) per round.")] = 1,
     population: Annotated[int, typer.Option(min=1, help="Instructions kept alive (paper: 3).")] = 3,
     arms_per_round: Annotated[int, typer.Option(min=1, help="Instructions evaluated per round.")] = 2,
-    selector: Annotated[str, typer.Option(help="ucb, greedy, epsilon-greedy, random or round-robin.")] = "ucb",
+    optimizer: Annotated[str, typer.Option(help="loop: the seed paper's (fresh prompts each round, UCB, a selection pass); pareto: GEPA-style (every candidate on the same --pareto-set prompts and seeds, Pareto selector, no selection pass; naive images made once).")] = "loop",
+    selector: Annotated[str | None, typer.Option(help="ucb, greedy, epsilon-greedy, random, round-robin or pareto (default: ucb; pareto with --optimizer pareto).")] = None,
     ucb_c: Annotated[float, typer.Option(help="UCB exploration constant.")] = 1.0,
     epsilon: Annotated[float, typer.Option(help="Exploration rate of epsilon-greedy.")] = 0.2,
     new_per_gradient: Annotated[int, typer.Option(min=0, help="New instructions per gradient.")] = 2,
     gradient: Annotated[bool, typer.Option(help="Use the textual gradient (--no-gradient: ablation).")] = True,
+    parent: Annotated[str, typer.Option(help="Which of the round's instructions the critic edits: weakest (the paper's) or best.")] = "weakest",
+    history: Annotated[bool, typer.Option(help="The updater also sees the best and worst instructions so far and which words scored (reward-aware hints).")] = False,
+    merge: Annotated[bool, typer.Option(help="Each round, also merge the two instructions that lead the Pareto front into a new one.")] = False,
+    pareto_set: Annotated[int | None, typer.Option(min=0, help="Score every candidate on the same N optimisation prompts and seeds (default 8 with --optimizer pareto, else 0: fresh prompts each round).")] = None,
     reference_db: Annotated[Path | None, typer.Option(help="Prompt database (`promptevo db`); its nearest prompts to each weak example guide the gradient.")] = None,
     reference_k: Annotated[int, typer.Option(min=1, help="Reference prompts per example.")] = 3,
     baseline: Annotated[list[str] | None, typer.Option(help="Also evaluate on held-out prompts: refine (a plain 'Refine this prompt.' instruction), suffix (a fixed style suffix), reference (nearest --reference-db prompt). Repeatable.")] = None,
@@ -230,10 +235,15 @@ def optimize(
     if not given:
         raise UserError("give prompts as arguments or with --prompts FILE")
     given = check_prompts(given)
+    if optimizer not in ("loop", "pareto"):
+        raise UserError(f"--optimizer is loop or pareto (got {optimizer!r})")
+    pareto = optimizer == "pareto"
     config = OptimizeConfig(
         rounds=rounds, batch_size=batch_size, seeds_per_prompt=seeds_per_prompt, population=population,
-        arms_per_round=arms_per_round, selector=selector, ucb_c=ucb_c, epsilon=epsilon,
+        arms_per_round=arms_per_round, selector=selector or ("pareto" if pareto else "ucb"), ucb_c=ucb_c, epsilon=epsilon,
         new_per_gradient=new_per_gradient, gradient=gradient, heldout_fraction=heldout_fraction,
+        parent=parent, history=history, merge=merge,
+        pareto_set=(8 if pareto else 0) if pareto_set is None else pareto_set, select_prompts=0 if pareto else 8,
         reference_db=str(reference_db) if reference_db else None, reference_k=reference_k,
         baselines=tuple(baseline or ()),
         eval_seeds=eval_seeds, seed=seed, initial_instructions=tuple(instruction) if instruction else SEED_INSTRUCTIONS,

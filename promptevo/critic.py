@@ -115,11 +115,29 @@ class Update:
 
 
 def update(llm: LLM, instruction: str, improvements: Sequence[str], existing: set[str], *,
-           repo: RunRepository, run_id: str, seed: int) -> list[Update]:
+           repo: RunRepository, run_id: str, seed: int, history=None, hints=None) -> list[Update]:
     """One new instruction per improvement, in one batch; unusable answers and instructions the
-    run already has are rejected (and say why)."""
-    calls = ask(llm, "modifier", [{"instruction": instruction, "improvement": imp} for imp in improvements],
-                role="modifier", store=repo.store, run_id=run_id, seed=seed)
+    run already has are rejected (and say why). With `history` and `hints` (promptevo.hints) the
+    updater also sees the best and worst instructions so far and which words scored."""
+    if history is None:
+        fields = [{"instruction": instruction, "improvement": imp} for imp in improvements]
+        name = "modifier"
+    else:
+        fields = [{"instruction": instruction, "improvement": imp, "history": history, "hints": hints}
+                  for imp in improvements]
+        name = "modifier_history"
+    return _instructions(ask(llm, name, fields, role="modifier", store=repo.store, run_id=run_id, seed=seed), existing)
+
+
+def merge(llm: LLM, first, second, existing: set[str], *, repo: RunRepository, run_id: str, seed: int) -> Update:
+    """GEPA's merge: one instruction that combines two from the Pareto front (`first`, `second`:
+    promptevo.hints.Ranked)."""
+    calls = ask(llm, "merge", [{"first": first, "second": second}], role="merge", store=repo.store,
+                run_id=run_id, seed=seed)
+    return _instructions(calls, existing)[0]
+
+
+def _instructions(calls, existing: set[str]) -> list[Update]:
     out: list[Update] = []
     seen = set(existing)
     for call in calls:

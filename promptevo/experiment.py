@@ -310,13 +310,14 @@ def write_results(cfg: ExperimentConfig, out: Path, results: dict[str, Any]) -> 
             lines.append(f"| {r['reward']} | {r['arm']} | {r['runs']} | {r['heldout_gain']:+.3f} | [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] | {diff} | {dci} |")
     budgets = [r for r in results["rows"] if "budget" in r]
     if budgets:
-        lines += ["", "Budget per run (mean over repeats; the held-out evaluation and the baselines included): images "
-                  "scored, LLM calls, tokens, wall seconds in rounds.", "",
-                  "| arm | images | LLM calls | tokens | wall s |", "|---|---:|---:|---:|---:|"]
+        lines += ["", "Budget per run (mean over repeats): images the optimiser scored to decide (search rounds and "
+                  "selection pass), all images scored (the held-out evaluation and the baselines included), LLM calls, "
+                  "tokens, wall seconds in rounds. `budget.svg` plots held-out gain against search images.", "",
+                  "| arm | search images | all images | LLM calls | tokens | wall s |", "|---|---:|---:|---:|---:|---:|"]
         for r in budgets:
             b = r["budget"]
-            lines.append(f"| {r['arm']} | {b['images']:.0f} | {b['llm_calls']:.0f} | "
-                         f"{b['prompt_tokens'] + b['completion_tokens']:.0f} | {b['wall_s']:.1f} |")
+            lines.append(f"| {r['arm']} | {b.get('search_images', float('nan')):.0f} | {b['images']:.0f} | "
+                         f"{b['llm_calls']:.0f} | {b['prompt_tokens'] + b['completion_tokens']:.0f} | {b['wall_s']:.1f} |")
     lines += ["", "`*`: the interval excludes zero. Plots: `heldout.svg`, `curves.svg`; runs: `runs/ARM-rN.db`.", ""]
     (out / "results.md").write_text("\n".join(lines), encoding="utf-8")
     (out / "heldout.svg").write_text(interval_plot(
@@ -324,4 +325,12 @@ def write_results(cfg: ExperimentConfig, out: Path, results: dict[str, Any]) -> 
         f"{cfg.name}: held-out gain over naive, 95% CI", unit), encoding="utf-8")
     (out / "curves.svg").write_text(band_plot(results["curves"], f"{cfg.name}: best arm's mean gain by round (95% band)",
                                               f"round ({unit})"), encoding="utf-8")
+    if budgets:
+        from promptevo.plots import scatter_plot
+
+        (out / "budget.svg").write_text(scatter_plot(
+            [(r["budget"].get("search_images", float("nan")), r["heldout_gain"], r["arm"], r["ci_low"], r["ci_high"])
+             for r in budgets], "images scored by the optimiser (search rounds + selection pass)",
+            f"held-out gain ({unit.split(' (')[0]})", width=640, height=380,
+            hlines=[(r["heldout_gain"], r["arm"]) for r in results["rows"] if "budget" not in r]), encoding="utf-8")
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")

@@ -1,6 +1,11 @@
 """The optimisation loop: a bandit over instructions, paired rounds, textual gradients, then a
 selection pass and a held-out evaluation, as three named stages.
 
+Two configurations: the seed paper's loop (fresh prompts each round, UCB, the critic on the
+weakest arm, a selection pass) and a GEPA-style one (`pareto_set`: every candidate on the same
+prompts and seeds, the Pareto selector, no selection pass), with optional history-aware edits and
+merges (`history`, `merge`).
+
 Each stage's plan (prompts, seeds, arms) is stored before any work, with its phase; every
 rewrite, image and score is stored as it is made, and arm statistics are recomputed from
 finished rounds through the run's objective, so a run killed at any moment resumes without
@@ -43,6 +48,7 @@ from promptevo.summary import answer_id, arm_stats, round_rewards, summarize
 from promptevo.templates import REFINE_INSTRUCTION, SEED_INSTRUCTIONS, STYLE_SUFFIX
 
 BASELINES = ("refine", "suffix", "reference")
+PARENTS = ("weakest", "best")
 EVAL_SEED_OFFSET = 1_000_003
 PASS_SEED_OFFSET = 2_000_003  # held-out seeds never coincide with search seeds
 
@@ -59,6 +65,10 @@ class OptimizeConfig:
     epsilon: float = 0.2
     new_per_gradient: int = 2
     gradient: bool = True
+    parent: str = "weakest"  # which round arm the critic edits: weakest (the paper's) or best
+    history: bool = False  # the updater sees the best/worst instructions so far and word hints
+    merge: bool = False  # each round, also merge the two leading Pareto-front instructions
+    pareto_set: int = 0  # > 0: every search round uses the same this many prompts and seeds (GEPA's Pareto set)
     heldout_fraction: float = 0.34
     eval_seeds: int = 2
     seed: int = 0
@@ -83,6 +93,7 @@ class OptimizeConfig:
             (self.ucb_c >= 0 and math.isfinite(self.ucb_c), f"--ucb-c must be a finite number >= 0 (got {self.ucb_c})"),
             (0 <= self.epsilon <= 1, f"--epsilon is a probability: between 0 and 1 (got {self.epsilon})"),
             (self.new_per_gradient >= 0, "new instructions per gradient must be >= 0"),
+            (self.parent in PARENTS, f"--parent is one of {', '.join(PARENTS)} (got {self.parent!r})"),
             (self.agent_every >= 1, "--agent-every must be >= 1"),
             (not self.goal or (self.objective or {}).get("kind") == "weighted",
              "--goal needs a weighted objective over several rewards (--objective)"),
@@ -90,6 +101,7 @@ class OptimizeConfig:
             (self.eval_seeds >= 1, "eval seeds must be >= 1"),
             (self.reference_k >= 1, "reference k must be >= 1"),
             (self.select_prompts >= 0, "select prompts must be >= 0"),
+            (self.pareto_set >= 0, "--pareto-set must be >= 0"),
             (set(self.baselines) <= set(BASELINES), f"baselines are {', '.join(BASELINES)}"),
             ("reference" not in self.baselines or bool(self.reference_db), "the reference baseline needs a reference database"),
             (len(self.initial_instructions) >= 1, "at least one initial instruction"),
@@ -105,7 +117,8 @@ class OptimizeConfig:
         d["initial_instructions"] = list(self.initial_instructions)
         d["baselines"] = list(self.baselines)
         for key, default in (("objective", None), ("goal", None), ("agent_every", 2), ("feedback_file", None),
-                             ("retouch", None)):
+                             ("retouch", None), ("parent", "weakest"), ("history", False), ("merge", False),
+                             ("pareto_set", 0)):
             if d[key] == default:
                 d.pop(key)  # runs that use the defaults keep the hash they had
         return d
@@ -267,7 +280,8 @@ class Optimizer:
 
     def _llm_calls_left(self, round: int, stage: str) -> int:
         cfg = self.config
-        per_round = cfg.arms_per_round * cfg.batch_size + (1 + cfg.new_per_gradient if cfg.new_per_gradient else 0)
+        prompts = cfg.pareto_set or cfg.batch_size
+        per_round = cfg.arms_per_round * prompts + (1 + cfg.new_per_gradient if cfg.new_per_gradient else 0) + int(cfg.merge)
         search_left = max(0, cfg.rounds - round + (0 if stage == "round finished" else 1)) if stage not in (
             "selection", "held-out evaluation") else 0
         n_opt = len(self.repo.prompts(self.run_id, "optimize"))
@@ -367,9 +381,16 @@ class Optimizer:
 
     def _draw_prompts(self, r: int, rng: np.random.Generator) -> tuple[list[str], list[list[int]]]:
         """Round r's prompts and seeds: the first draws from the round's generator, so they are
-        known before the round is planned (which lets the GPU render them early)."""
+        known before the round is planned (which lets the GPU render them early). With a Pareto
+        set, the same prompts and seeds every round: every candidate is scored on the same pairs
+        and the naive images are made once."""
         cfg = self.config
         pool = self.repo.prompts(self.run_id, "optimize")
+        if cfg.pareto_set:
+            fixed = self._rng(0x9A2E)
+            picked = fixed.choice(len(pool), size=min(cfg.pareto_set, len(pool)), replace=False)
+            return ([pool[int(i)]["id"] for i in picked],
+                    [[int(s) for s in fixed.integers(0, 2**31 - 1, cfg.seeds_per_prompt)] for _ in picked])
         picked = rng.choice(len(pool), size=min(cfg.batch_size, len(pool)), replace=False)
         prompts = [pool[int(i)]["id"] for i in picked]
         seeds = [[int(s) for s in rng.integers(0, 2**31 - 1, cfg.seeds_per_prompt)] for _ in prompts]
@@ -422,11 +443,16 @@ class Optimizer:
         self._emit("gradient", r)
         rewards = {row["arm"]: row["reward"] for row in round_rewards(self.repo, self.run_id, self.objective, r) if row["round"] == r}
         new_instructions: list[dict[str, Any]] = []
-        if rewards and cfg.new_per_gradient > 0:
-            weak = min(rewards, key=lambda a: (rewards[a], a))
+        if rewards and (cfg.new_per_gradient > 0 or cfg.merge):
+            if cfg.parent == "best":
+                parent = max(rewards, key=lambda a: (rewards[a], -a))
+            else:
+                parent = min(rewards, key=lambda a: (rewards[a], a))
             upcoming = self._naive_jobs(*self._draw_prompts(r + 1, self._rng(r + 1)), variant) if r < cfg.rounds else []
             with self._gpu_meanwhile(upcoming):  # next round's naive images while the LLM critiques
-                new_instructions = self._evolve(r, weak)
+                new_instructions = self._evolve(r, parent) if cfg.new_per_gradient > 0 else []
+                if cfg.merge:
+                    new_instructions += self._merge(r, new_instructions)
         self._finish_search_round(r, new_instructions)
         self._timed_round(r, started, llm0, eval0)
         self._emit("round finished", r)
@@ -500,37 +526,69 @@ class Optimizer:
             NewTrial(arm=name, instruction_id=iid, prompt_id=pid, seed=seed, image_id=res.image_id, score_ids=res.score_ids)
             for (name, iid, pid, seed, _), res in zip(entries, results)])
 
-    def _evolve(self, r: int, weak: int) -> list[dict[str, Any]]:
-        """The critic's gradient on the weakest arm, then the updater's new instructions, one per
-        improvement. Returns the new instructions, not yet stored."""
+    def _evolve(self, r: int, parent: int) -> list[dict[str, Any]]:
+        """The critic's gradient on the round's weakest arm (or, `parent = "best"`, its best),
+        then the updater's new instructions, one per improvement, seeing the run's history when
+        `history` is on. Returns the new instructions, not yet stored."""
         cfg = self.config
-        weak_text = self.repo.instruction(weak)["text"]
+        parent_text = self.repo.instruction(parent)["text"]
         gradient = self.repo.gradient(self.run_id, r)
         if gradient is None:
             if cfg.gradient:
-                examples = critique_examples(self.repo, self.run_id, r, weak, self.objective, self.references)
+                examples = critique_examples(self.repo, self.run_id, r, parent, self.objective, self.references)
                 if not examples:
                     self.repo.event(self.run_id, "gradient_skipped",
-                                    {"reason": "no better prompts to contrast", "instruction_id": weak}, round=r)
+                                    {"reason": "no better prompts to contrast", "instruction_id": parent}, round=r)
                     return []
-                found = critique(self.llm, weak_text, examples, cfg.new_per_gradient, repo=self.repo,
+                found = critique(self.llm, parent_text, examples, cfg.new_per_gradient, repo=self.repo,
                                  run_id=self.run_id, seed=cfg.seed * 1000 + r)
                 improvements, text, call_id = found.improvements, found.text, found.llm_call_id
             else:
                 improvements, text, call_id = blind_improvements(cfg.new_per_gradient), "(no gradient: ablation)", None
-            self.repo.add_gradient(self.run_id, r, instruction_id=weak, text=text[:20000],
+            self.repo.add_gradient(self.run_id, r, instruction_id=parent, text=text[:20000],
                                    improvements=improvements, llm_call_id=call_id)
             gradient = self.repo.gradient(self.run_id, r)
         improvements = json.loads(gradient["improvements_json"])
         existing = {i["text"] for i in self.repo.instructions(self.run_id)}
+        history = hints = None
+        if cfg.history:
+            from promptevo.hints import run_hints, run_history
+
+            tried = [i["id"] for i in self.repo.instructions(self.run_id) if i["origin"] != "baseline"]
+            history = run_history(self.repo, self.run_id, self.arm_stats(tried, include_round=r))
+            hints = run_hints(self.repo, self.run_id, self.objective, also_round=r)
         new = []
-        for u in update(self.llm, weak_text, improvements, existing, repo=self.repo, run_id=self.run_id,
-                        seed=cfg.seed * 1000 + r):
+        for u in update(self.llm, parent_text, improvements, existing, repo=self.repo, run_id=self.run_id,
+                        seed=cfg.seed * 1000 + r, history=history, hints=hints):
             if u.text is None:
                 self.repo.event(self.run_id, "instruction_rejected", {"llm_call_id": u.llm_call_id, "reason": u.rejected}, round=r)
                 continue
-            new.append({"text": u.text, "parent_id": weak, "gradient_id": gradient["id"], "llm_call_id": u.llm_call_id})
+            new.append({"text": u.text, "parent_id": parent, "gradient_id": gradient["id"], "llm_call_id": u.llm_call_id})
         return new
+
+    def _merge(self, r: int, new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """GEPA's merge: the two live instructions that win the most prompts of the Pareto front
+        (ties: higher mean), combined by the LLM into one new instruction, if that pair was not
+        merged before. Returns it (not yet stored), or nothing."""
+        from promptevo.critic import merge
+        from promptevo.hints import Ranked
+
+        stats = {s.arm: s for s in self.arm_stats([p["id"] for p in self.population()], include_round=r)}
+        wins = bandit.pareto_front(list(stats.values()))
+        ranked = sorted(wins, key=lambda a: (-wins[a], -stats[a].mean, a))
+        done = {tuple(e["data"]["pair"]) for e in self.repo.events(self.run_id, "merged") if e["round"] != r}
+        pair = next(((a, b) for i, a in enumerate(ranked) for b in ranked[i + 1:] if (a, b) not in done), None)
+        if pair is None:
+            return []
+        a, b = (Ranked(self.repo.instruction(i)["text"], stats[i].mean, stats[i].pulls) for i in pair)
+        existing = {i["text"] for i in self.repo.instructions(self.run_id)} | {n["text"] for n in new}
+        u = merge(self.llm, a, b, existing, repo=self.repo, run_id=self.run_id, seed=self.config.seed * 1000 + r)
+        self.repo.event(self.run_id, "merged", {"pair": list(pair), "llm_call_id": u.llm_call_id, "rejected": u.rejected},
+                        round=r)
+        if u.text is None:
+            return []
+        return [{"text": u.text, "parent_id": pair[0], "gradient_id": None, "llm_call_id": u.llm_call_id,
+                 "origin": "merge"}]
 
     def _finish_search_round(self, r: int, new: list[dict[str, Any]]) -> None:
         """Add the new instructions, retire the weakest down to the population size and mark the
@@ -539,15 +597,18 @@ class Optimizer:
         stats = self.arm_stats([p["id"] for p in pop], include_round=r)
         retire: list[int] = []
         excess = len(pop) + len(new) - self.config.population
-        candidates = [s for s in stats if s.pulls]
-        while excess > 0 and candidates:
-            w = bandit.weakest(candidates)
-            retire.append(w)
-            candidates = [s for s in candidates if s.arm != w]
-            excess -= 1
+        pulled = [s for s in stats if s.pulls]
+        front = bandit.pareto_front(stats) if self.config.selector == "pareto" else {}
+        # with the Pareto selector, instructions off the front go first
+        for candidates in ([s for s in pulled if s.arm not in front], [s for s in pulled if s.arm in front]):
+            while excess > 0 and candidates:
+                w = bandit.weakest(candidates)
+                retire.append(w)
+                candidates = [s for s in candidates if s.arm != w]
+                excess -= 1
         with self.repo.atomic():
             for n in new:
-                self.repo.add_instruction(self.run_id, text=n["text"], origin="modifier", created_round=r,
+                self.repo.add_instruction(self.run_id, text=n["text"], origin=n.get("origin", "modifier"), created_round=r,
                                           parent_id=n["parent_id"], gradient_id=n["gradient_id"], llm_call_id=n["llm_call_id"])
             self.repo.retire(retire, r)
             self.repo.finish_round(self.run_id, r)
@@ -555,8 +616,11 @@ class Optimizer:
     # -- stage 2: the selection pass ------------------------------------------------------------
 
     def best_instruction(self) -> dict[str, Any]:
-        """The best mean reward in the final population (retired arms lost their place)."""
+        """The best mean reward in the final population (retired arms lost their place), or with
+        a Pareto set, of every instruction tried: all were scored on the same pairs."""
         rows = self.population()
+        if self.config.pareto_set:
+            rows = [i for i in self.repo.instructions(self.run_id) if i["origin"] != "baseline"]
         stats = self.arm_stats([row["id"] for row in rows])
         best = bandit.best(stats)
         return next(row for row in rows if row["id"] == (best if best is not None else rows[0]["id"]))

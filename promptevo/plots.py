@@ -121,26 +121,35 @@ def line_plot(series: dict[str, list[tuple[int, float]]], xlabel: str, ylabel: s
     return "".join(out)
 
 
-def scatter_plot(points: Sequence[tuple[float, float, str]], xlabel: str, ylabel: str, width: int = 420, height: int = 320) -> str:
-    """Labelled points with both zero lines dashed (a trade-off between two gains)."""
+def scatter_plot(points: Sequence[tuple], xlabel: str, ylabel: str, width: int = 420, height: int = 320,
+                 hlines: Sequence[tuple[float, str]] = ()) -> str:
+    """Labelled points (x, y, label[, y_low, y_high] for a whisker) with both zero lines dashed,
+    and labelled horizontal reference lines (a baseline's level)."""
     pts = [p for p in points if math.isfinite(p[0]) and math.isfinite(p[1])]
     if not pts:
         return ""
     left, right, top, bottom = 60, width - 20, 14, height - 40
+    ys = [v for p in pts for v in (p[1], *p[3:5]) if math.isfinite(v)] + [y for y, _ in hlines] + [0.0]
     xt = _ticks(min([p[0] for p in pts] + [0.0]), max([p[0] for p in pts] + [0.0]))
-    yt = _ticks(min([p[1] for p in pts] + [0.0]), max([p[1] for p in pts] + [0.0]))
+    yt = _ticks(min(ys), max(ys))
     sx, sy = _scale(xt[0], xt[-1], left, right), _scale(yt[0], yt[-1], bottom, top)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" role="img">',
            f'<rect x="{left}" y="{top}" width="{right - left}" height="{bottom - top}" fill="none" stroke="#ccc"/>',
            f'<line x1="{sx(0):.1f}" x2="{sx(0):.1f}" y1="{top}" y2="{bottom}" stroke="#888" stroke-dasharray="4"/>',
            f'<line x1="{left}" x2="{right}" y1="{sy(0):.1f}" y2="{sy(0):.1f}" stroke="#888" stroke-dasharray="4"/>']
+    for y, label in hlines:
+        out.append(f'<line x1="{left}" x2="{right}" y1="{sy(y):.1f}" y2="{sy(y):.1f}" stroke="#bbb" stroke-dasharray="2 3"/>'
+                   f'<text x="{right - 4}" y="{sy(y) - 3:.1f}" font-size="10" text-anchor="end" fill="#666">{html.escape(label)}</text>')
     out += [f'<text x="{sx(x):.1f}" y="{bottom + 14}" font-size="10" text-anchor="middle">{x:+.3g}</text>' for x in xt]
     out += [f'<text x="{left - 6}" y="{sy(y) + 4:.1f}" font-size="10" text-anchor="end">{y:+.3g}</text>' for y in yt]
     out.append(f'<text x="{(left + right) / 2:.0f}" y="{height - 6}" font-size="11" text-anchor="middle">{html.escape(xlabel)}</text>')
     out.append(f'<text x="12" y="{(top + bottom) / 2:.0f}" font-size="11" text-anchor="middle" '
                f'transform="rotate(-90 12 {(top + bottom) / 2:.0f})">{html.escape(ylabel)}</text>')
-    for i, (x, y, label) in enumerate(pts):
+    for i, (x, y, label, *whisker) in enumerate(pts):
         c = COLOURS[i % len(COLOURS)]
+        if len(whisker) == 2 and all(math.isfinite(v) for v in whisker):
+            out.append(f'<line x1="{sx(x):.1f}" x2="{sx(x):.1f}" y1="{sy(whisker[0]):.1f}" y2="{sy(whisker[1]):.1f}" '
+                       f'stroke="{c}" stroke-width="2"/>')
         out.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="4" fill="{c}"><title>{html.escape(label)}: '
                    f'{x:+.3f}, {y:+.3f}</title></circle><text x="{sx(x) + 6:.1f}" y="{sy(y) - 4:.1f}" font-size="10">'
                    f'{html.escape(label)}</text>')

@@ -94,7 +94,7 @@ def write_report(store: Store, run_id: str, path: Path) -> Path:
 
     best = summary["best_instruction"]
     page_sections = (_rewards(summary) + _agent(summary) + _critiques(repo, run_id) + _references(repo, run_id, store)
-                     + _timings(repo, run_id))
+                     + _budget(repo, run_id, summary, best_by_round) + _timings(repo, run_id))
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>promptevo run {_e(run_id)}</title>
 <style>{_CSS}</style></head><body>
 <h1>promptevo run {_e(run_id)}</h1>
@@ -149,6 +149,28 @@ def _references(repo: RunRepository, run_id: str, store: Store) -> str:
         for e in events for r in e["data"]["references"])
     return ("<h2>Reference prompts shown to the critic</h2><table><tr><th>round</th><th>short prompt</th>"
             f"<th>similarity</th><th>reference prompt</th></tr>{rows}</table>")
+
+
+def _budget(repo: RunRepository, run_id: str, summary: dict, best_by_round: dict[int, float]) -> str:
+    """What the result cost, and the gain against images: the best search-round gain so far
+    after each round, at the images scored by then, and the held-out gain at the end."""
+    b = summary["budget"]
+    images: dict[int, set[int]] = {}
+    for t in repo.trials(run_id, phase="search"):
+        images.setdefault(t.round, set()).add(t.image_id)
+    seen: set[int] = set()
+    curve, running = [], float("-inf")
+    for rnd in sorted(images):
+        seen |= images[rnd]
+        running = max(running, best_by_round.get(rnd, float("-inf")))
+        curve.append((len(seen), running))
+    series = {"best search-round gain so far": curve}
+    best = next((r for r in summary["heldout"] if r["arm"] == "best" and r["diff_vs_naive"]), None)
+    if best:
+        series["held-out gain of the answer"] = [(b["search_images"], best["diff_vs_naive"]["mean"])]
+    return (f"<h2>Budget</h2><p>{b['images']} images scored, {b['search_images']} of them to decide (search rounds "
+            f"and selection pass); {b['llm_calls']} LLM calls, {b['prompt_tokens'] + b['completion_tokens']:,} tokens; "
+            f"{b['wall_s']:.0f} s in rounds.</p>{line_plot(series, 'images scored by the optimiser', 'gain over naive (objective)')}")
 
 
 def _timings(repo: RunRepository, run_id: str) -> str:

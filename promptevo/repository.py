@@ -317,19 +317,24 @@ class RunRepository:
     # -- what a run holds ---------------------------------------------------------------------
 
     def budget(self, run_id: str) -> dict[str, Any]:
-        """What a run's result cost: images it scored (distinct; a cached image counts once),
-        LLM calls and tokens, and the wall seconds of its rounds (time between resumes excluded)."""
+        """What a run's result cost: images it scored (distinct; a cached image counts once), of
+        which the search rounds and the selection pass used `search_images` (what the optimiser
+        paid to decide; the rest measure the result), LLM calls and tokens, and the wall seconds
+        of its rounds (time between resumes excluded)."""
         import datetime as dt
 
         calls = self.store.one(
             "SELECT COUNT(*) AS n, COALESCE(SUM(prompt_tokens), 0) AS p, COALESCE(SUM(completion_tokens), 0) AS c "
             "FROM llm_calls WHERE run_id = ?", [run_id])
         images = self.store.one("SELECT COUNT(DISTINCT image_id) AS n FROM trials WHERE run_id = ?", [run_id])
+        search = self.store.one(
+            "SELECT COUNT(DISTINCT t.image_id) AS n FROM trials t JOIN rounds r ON r.run_id = t.run_id AND r.round = t.round "
+            "WHERE t.run_id = ? AND r.phase IN ('search', 'selection')", [run_id])
         wall = 0.0
         for r in self.store.query("SELECT started_at, finished_at FROM rounds WHERE run_id = ? AND finished_at IS NOT NULL",
                                   [run_id]):
             wall += (dt.datetime.fromisoformat(r["finished_at"]) - dt.datetime.fromisoformat(r["started_at"])).total_seconds()
-        return {"images": int(images["n"]), "llm_calls": int(calls["n"]), "prompt_tokens": int(calls["p"]),
+        return {"images": int(images["n"]), "search_images": int(search["n"]), "llm_calls": int(calls["n"]), "prompt_tokens": int(calls["p"]),
                 "completion_tokens": int(calls["c"]), "wall_s": round(wall, 3)}
 
     def counts(self, run_id: str) -> dict[str, int]:

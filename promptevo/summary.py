@@ -25,10 +25,19 @@ def round_rewards(repo: RunRepository, run_id: str, objective: Objective | None 
 
 def arm_stats(repo: RunRepository, run_id: str, ids: Sequence[int], include_round: int | None = None,
               objective: Objective | None = None) -> list[bandit.ArmStats]:
+    """Per arm: its reward in each search round it was pulled, and its gains per prompt."""
+    from promptevo.objective import mean, paired_gains
+
+    objective = objective or run_objective(repo, run_id)
     stats = {i: bandit.ArmStats(arm=i) for i in ids}
-    for row in round_rewards(repo, run_id, objective, include_round):
-        if row["arm"] in stats:
-            stats[row["arm"]].rewards.append(row["reward"])
+    rounds: dict[tuple[int, int], list[float]] = {}
+    for g in paired_gains(repo.trials(run_id, phase="search", finished=True, also_round=include_round), objective):
+        iid = g.trial.instruction_id
+        if iid in stats:
+            rounds.setdefault((g.trial.round, iid), []).append(g.gain)
+            stats[iid].per_prompt.setdefault(g.trial.prompt_id, []).append(g.gain)
+    for (_, iid), gains in sorted(rounds.items()):
+        stats[iid].rewards.append(mean(gains))
     return [stats[i] for i in ids]
 
 

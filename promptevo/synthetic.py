@@ -29,6 +29,7 @@ import numpy as np
 from promptevo.config import LLMConfig, RenderConfig, ScorerConfig
 from promptevo.embed import Embedder, shared_embedder
 from promptevo.hashing import sha256_hex
+from promptevo.hints import keywords
 from promptevo.llm import Completion
 from promptevo.templates import NO_GRADIENT_IMPROVEMENT
 
@@ -38,13 +39,6 @@ HIDDEN_TARGET = ("a cinematic photograph at golden hour, dramatic volumetric lig
 TARGET_WEIGHT, FIDELITY_WEIGHT, NOISE_SD = 10.0, 5.0, 0.5
 _SHAPE = (3, 8, 17)  # 384 embedding values (16 columns) + one column of noise
 
-STOPWORDS = set("""a an the and or of to in on at by for with from into as is are be it its this that your you
-prompt prompts short image keep subject rewrite turn add adds name names describe description words
-make makes one change changes instruction instructions could better way than more also use using their them
-only which what when then there these those each every very he she his her him they them their we our
-who whose where while under over through out all about after before between both down up off some such
-not can will would should has have had was were been being so too just like near behind around across
-along against within without upon per made make full small big""".split())
 VOCABULARY = ("misty neon pastel gritty minimal baroque noir vintage surreal glossy rustic foggy icy "
               "geometric muted lush stormy serene chaotic ornate candid grainy dreamy crisp moody").split()
 
@@ -146,11 +140,6 @@ def cached_vectors(cache: dict[str, np.ndarray], embedder: Embedder, texts: list
     missing = [t for t in dict.fromkeys(texts) if t not in cache]
     cache.update(zip(missing, embedder.encode(missing)))
     return np.stack([cache[t] for t in texts])
-
-
-def keywords(text: str, limit: int = 12) -> list[str]:
-    words = [w.lower() for w in re.findall(r"[A-Za-z][A-Za-z-]+", text)]
-    return list(dict.fromkeys(w for w in words if w not in STOPWORDS and len(w) > 2))[:limit]
 
 
 class SimulatedLLM:
@@ -256,6 +245,8 @@ class SimulatedLLM:
             from promptevo.retouch import RulePlanner
 
             return RulePlanner().complete([request])[0].text
+        if request.role == "merge":
+            return self._merge(fields["first"].text, fields["second"].text)
         base_text = str(fields["instruction"]).strip()
         lines = str(fields["improvement"]).strip().splitlines()
         improvement = lines[0] if lines else ""
@@ -268,12 +259,26 @@ class SimulatedLLM:
             added = list(rng.choice(VOCABULARY, size=3, replace=False))
             current = keywords(base_text, 10)
             dropped = list(rng.choice(current, size=min(3, len(current)), replace=False)) if current else []
+        hints = fields.get("hints")
+        if hints:  # the history-aware updater also asks for the words that scored and drops the others
+            own = keywords(base_text, 40)
+            added += [w.word for w in hints.helped if w.word not in own and w.word not in added][:2]
+            dropped += [w.word for w in hints.hurt if w.word in own and w.word not in dropped][:2]
         for word in dropped:
             base_text = re.sub(rf"\b{re.escape(word)}\b,? ?", "", base_text, flags=re.I)
         # The newest words first, so the generator's keyword window keeps what the critique added.
         # Nothing to apply ("Keep the instruction."): the same instruction, which the loop rejects.
         adding = f"Add {', '.join(added)}. " if added else ""
         return f"<instruction>{adding}{base_text.strip()}</instruction>"
+
+
+    @staticmethod
+    def _merge(first: str, second: str) -> str:
+        """Both instructions' strengths, imitated: the second's own words (up to four) ahead of
+        the first, so that the generator's keyword window holds words of both."""
+        own = set(keywords(first, 40))
+        extra = [w for w in keywords(second, 40) if w not in own][:4]
+        return f"<instruction>{'Add ' + ', '.join(extra) + '. ' if extra else ''}{first.strip()}</instruction>"
 
 
 def noise_free_runs(out_dir, models=None) -> list[dict]:

@@ -178,9 +178,11 @@ def test_experiment_runs_every_arm_and_repeat_writes_tables_and_plots_and_skips_
         assert [b["images"] for b in runs] == [c["scored_images"] for c in counts]
         assert [b["llm_calls"] for b in runs] == [c["llm_calls"] for c in counts] and all(b["wall_s"] > 0 for b in runs)
         assert rows[arm]["budget"]["images"] == pytest.approx(sum(b["images"] for b in runs) / 2)
-        budgets.append(f"| {arm} | {rows[arm]['budget']['images']:.0f} | {rows[arm]['budget']['llm_calls']:.0f} |")
+        assert 0 < rows[arm]["budget"]["search_images"] < rows[arm]["budget"]["images"]
+        b = rows[arm]["budget"]
+        budgets.append(f"| {arm} | {b['search_images']:.0f} | {b['images']:.0f} | {b['llm_calls']:.0f} |")
     assert all(b in md for b in budgets)
-    for svg in ("heldout.svg", "curves.svg"):
+    for svg in ("heldout.svg", "curves.svg", "budget.svg"):
         text = (out / svg).read_text(encoding="utf-8")
         assert text.startswith("<svg") and "ucb" in text
     assert len(results["curves"]["ucb"]) == 2

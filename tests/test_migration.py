@@ -79,7 +79,9 @@ def test_old_database_lists_shows_reports_and_exports(old_db, tmp_path):
         repo = RunRepository(store)
         budget, counts = repo.budget(FINISHED), repo.counts(FINISHED)
     assert (budget["images"], budget["llm_calls"]) == (counts["scored_images"], counts["llm_calls"]) and budget["wall_s"] > 0
-    assert f"budget: {budget['images']} images scored, {budget['llm_calls']} LLM calls" in shown.stdout
+    assert 0 < budget["search_images"] < budget["images"]
+    assert (f"budget: {budget['images']} images scored ({budget['search_images']} to decide), "
+            f"{budget['llm_calls']} LLM calls") in shown.stdout
     r = runner.invoke(app, ["runs", "report", FINISHED, "--db", db, "-o", str(tmp_path / "r.html")])
     assert r.exit_code == 0, r.output
     page = (tmp_path / "r.html").read_text(encoding="utf-8")

@@ -305,6 +305,14 @@ def test_report_has_round_ticks_an_outside_legend_critiques_and_timings(tmp_path
     assert 'transform="rotate(-90' in svg  # the y label stands beside its ticks, not over one
     assert "<h2>Critiques</h2>" in page and gradient.splitlines()[0] in page.replace("&#x27;", "'")
     assert "<h2>Timings</h2>" in page and "LLM calls" in page
+    # the budget: gain against the images the optimiser scored, round by round, and the answer's held-out gain
+    with Store(db, readonly=True) as s:
+        budget = RunRepository(s).budget(run_id)
+    assert f"{budget['images']} images scored, {budget['search_images']} of them to decide" in page
+    gain_plot = re.search(r"<h2>Budget</h2>.*?(<svg.*?</svg>)", page, re.S).group(1)
+    xs = [int(x) for x in re.findall(r'text-anchor="middle">(\d+)</text>', gain_plot)]
+    assert xs == sorted(xs) and len(xs) >= 3 and xs[-1] == budget["search_images"]
+    assert "held-out gain of the answer" in gain_plot
 
 
 def test_llm_text_with_console_markup_prints_as_written(tmp_path, tiny):
