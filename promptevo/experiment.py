@@ -328,9 +328,11 @@ def write_results(cfg: ExperimentConfig, out: Path, results: dict[str, Any]) -> 
     if budgets:
         from promptevo.plots import scatter_plot
 
+        floor = min(r["ci_low"] for r in budgets)  # baselines far below every arm would squash the plot
         (out / "budget.svg").write_text(scatter_plot(
             [(r["budget"].get("search_images", float("nan")), r["heldout_gain"], r["arm"], r["ci_low"], r["ci_high"])
              for r in budgets], "images scored by the optimiser (search rounds + selection pass)",
-            f"held-out gain ({unit.split(' (')[0]})", width=640, height=380,
-            hlines=[(r["heldout_gain"], r["arm"]) for r in results["rows"] if "budget" not in r]), encoding="utf-8")
+            f"held-out gain ({unit.split(' (')[0]})", width=760, height=380, legend=True,
+            hlines=[(r["heldout_gain"], r["arm"]) for r in results["rows"]
+                    if "budget" not in r and r["heldout_gain"] >= floor - 1.0]), encoding="utf-8")
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")

@@ -122,13 +122,14 @@ def line_plot(series: dict[str, list[tuple[int, float]]], xlabel: str, ylabel: s
 
 
 def scatter_plot(points: Sequence[tuple], xlabel: str, ylabel: str, width: int = 420, height: int = 320,
-                 hlines: Sequence[tuple[float, str]] = ()) -> str:
+                 hlines: Sequence[tuple[float, str]] = (), legend: bool = False) -> str:
     """Labelled points (x, y, label[, y_low, y_high] for a whisker) with both zero lines dashed,
-    and labelled horizontal reference lines (a baseline's level)."""
+    and labelled horizontal reference lines (a baseline's level). `legend`: labels in a column
+    right of the plot instead of beside the points (for points that crowd each other)."""
     pts = [p for p in points if math.isfinite(p[0]) and math.isfinite(p[1])]
     if not pts:
         return ""
-    left, right, top, bottom = 60, width - 20, 14, height - 40
+    left, right, top, bottom = 60, width - (190 if legend else 20), 14, height - 40
     ys = [v for p in pts for v in (p[1], *p[3:5]) if math.isfinite(v)] + [y for y, _ in hlines] + [0.0]
     xt = _ticks(min([p[0] for p in pts] + [0.0]), max([p[0] for p in pts] + [0.0]))
     yt = _ticks(min(ys), max(ys))
@@ -151,7 +152,11 @@ def scatter_plot(points: Sequence[tuple], xlabel: str, ylabel: str, width: int =
             out.append(f'<line x1="{sx(x):.1f}" x2="{sx(x):.1f}" y1="{sy(whisker[0]):.1f}" y2="{sy(whisker[1]):.1f}" '
                        f'stroke="{c}" stroke-width="2"/>')
         out.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="4" fill="{c}"><title>{html.escape(label)}: '
-                   f'{x:+.3f}, {y:+.3f}</title></circle><text x="{sx(x) + 6:.1f}" y="{sy(y) - 4:.1f}" font-size="10">'
-                   f'{html.escape(label)}</text>')
+                   f'{x:+.3f}, {y:+.3f}</title></circle>')
+        if legend:
+            out.append(f'<rect x="{right + 14}" y="{top + 6 + 16 * i}" width="10" height="10" fill="{c}"/>'
+                       f'<text x="{right + 30}" y="{top + 15 + 16 * i}" font-size="11">{html.escape(label)}</text>')
+        else:
+            out.append(f'<text x="{sx(x) + 6:.1f}" y="{sy(y) - 4:.1f}" font-size="10">{html.escape(label)}</text>')
     out.append("</svg>")
     return "".join(out)

@@ -186,6 +186,11 @@ def test_experiment_runs_every_arm_and_repeat_writes_tables_and_plots_and_skips_
         text = (out / svg).read_text(encoding="utf-8")
         assert text.startswith("<svg") and "ucb" in text
     assert len(results["curves"]["ucb"]) == 2
+    budget_svg = (out / "budget.svg").read_text(encoding="utf-8")  # gain against images: a legend beside the plot
+    plot_right = max(float(x) + float(w) for x, w in re.findall(r'<rect x="([\d.]+)" y="[\d.]+" width="([\d.]+)" height="[\d.]+" fill="none"', budget_svg))
+    legend = re.findall(r'<rect x="([\d.]+)" y="[\d.]+" width="10" height="10" fill="[^"]+"/><text [^>]*>([^<]+)</text>', budget_svg)
+    assert {name for _, name in legend} == {"ucb", "random"} and all(float(x) > plot_right for x, _ in legend)
+    assert "baseline: initial" in budget_svg  # a baseline level drawn as a line
     again = run_experiment(path, out=out)
     assert again["runs_done"] == 0 and again["runs_skipped"] == 4 and again["rows"] == results["rows"]
     # noise-free diagnostics: every run read, the chosen instruction is one the run had
