@@ -104,12 +104,14 @@ class Store:
         date first (as opening it to write would), so every reader sees one schema."""
         probe = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
         try:
-            pending = pending_migrations(probe) if probe.execute(
-                "SELECT COUNT(*) FROM sqlite_master WHERE name = '_migrations'").fetchone()[0] else []
+            has_schema = probe.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = '_migrations'").fetchone()[0]
+            pending = pending_migrations(probe) if has_schema else []
         except sqlite3.DatabaseError:
             return  # the read-only open below reports it
         finally:
             probe.close()
+        if not has_schema:  # another SQLite file, or one a promptevo process is creating right now
+            raise UserError(f"{path} has no promptevo tables (not a promptevo database, or one still being created)")
         if not pending:
             return
         if not os.access(path, os.W_OK):

@@ -81,6 +81,28 @@ def test_not_a_database_is_a_user_error(tmp_path):
         Store(bad)
 
 
+def test_reading_a_database_without_promptevo_tables_is_a_user_error(tmp_path):
+    """Another program's SQLite file, or one that a promptevo process has created but not yet
+    given its tables (a reader polling a run that is starting): one line, not a failed query."""
+    other = tmp_path / "other.sqlite"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE notes (text TEXT)")
+    empty = tmp_path / "starting.db"
+    empty.touch()
+    for path in (other, empty):
+        with pytest.raises(UserError, match="has no promptevo tables"):
+            Store(path, readonly=True)
+    from typer.testing import CliRunner
+
+    from promptevo.cli import _register_subcommands, app
+
+    _register_subcommands()
+    r = CliRunner().invoke(app, ["runs", "list", "--db", str(other)])
+    assert r.exit_code == 2 and "has no promptevo tables" in r.output
+    with sqlite3.connect(other) as conn:  # and the file was left as it was
+        assert [t for (t,) in conn.execute("SELECT name FROM sqlite_master")] == ["notes"]
+
+
 def test_truncated_database_is_a_user_error(tmp_path):
     path = tmp_path / "t.db"
     with Store(path) as s:
