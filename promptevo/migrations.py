@@ -372,8 +372,13 @@ def apply_migrations(db: sqlite_utils.Database) -> list[str]:
         if name in done:
             continue
         # Python's sqlite3 does not open transactions for DDL, so do it by hand: a migration
-        # either lands whole or not at all.
-        db.conn.execute("BEGIN")
+        # either lands whole or not at all. IMMEDIATE takes the write lock first, and the check
+        # inside it sees what another process (a reader bringing a new file up to date while
+        # its creator does the same) has just applied.
+        db.conn.execute("BEGIN IMMEDIATE")
+        if db.conn.execute("SELECT 1 FROM _migrations WHERE name = ?", [name]).fetchone():
+            db.conn.execute("COMMIT")
+            continue
         try:
             fn(db)
             db.conn.execute(

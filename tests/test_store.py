@@ -175,3 +175,37 @@ def test_lookup_gets_or_creates_by_content(store):
     b = store.lookup("render_configs", {"hash": "h1"}, {"config_json": "{\"other\": 1}"}, "hash")
     assert a == b == "h1"
     assert store.one("SELECT config_json FROM render_configs WHERE hash = 'h1'")["config_json"] == "{}"  # first one kept
+
+
+def test_a_migration_another_process_just_applied_is_not_applied_again(tmp_path):
+    """A run's database being created while a reader (the CLI, a web page) opens it: both bring
+    the schema up to date. Here the other process applies every migration in the moment between
+    this one reading what is done and taking the write lock; this one must then skip them."""
+    import sqlite_utils
+
+    from promptevo.migrations import apply_migrations
+
+    path = tmp_path / "new.db"
+
+    class Interleaved:
+        """A connection that lets the other process run just before its first transaction."""
+
+        def __init__(self, conn):
+            self.conn, self.raced = conn, False
+
+        def execute(self, sql, *args):
+            if sql.startswith("BEGIN") and not self.raced:
+                self.raced = True
+                other = sqlite3.connect(path, isolation_level=None)
+                apply_migrations(sqlite_utils.Database(other))
+                other.close()
+            return self.conn.execute(sql, *args)
+
+        def __getattr__(self, name):
+            return getattr(self.conn, name)
+
+    conn = Interleaved(sqlite3.connect(path, isolation_level=None))
+    assert apply_migrations(sqlite_utils.Database(conn)) == [] and conn.raced  # the other one applied them all
+    with Store(path, readonly=True) as s:
+        names = [r["name"] for r in s.query("SELECT name FROM _migrations")]
+    assert sorted(names) == sorted(name for name, _ in MIGRATIONS)
