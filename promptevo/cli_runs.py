@@ -121,7 +121,7 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
         out.print(f"  {escape(best['text'])}")
     if summary.get("budget"):
         b = summary["budget"]
-        out.print(f"budget: {b['images']} images scored ({b.get('search_images', '?')} to decide), {b['llm_calls']} LLM calls "
+        out.print(f"budget: {b['images']} images scored ({b['search_images']} to decide), {b['llm_calls']} LLM calls "
                   f"({b['prompt_tokens'] + b['completion_tokens']} tokens), {b['wall_s']:.0f} s in rounds")
     if summary.get("retouch"):
         steps = summary["retouch"]["plan"]

@@ -316,7 +316,7 @@ def write_results(cfg: ExperimentConfig, out: Path, results: dict[str, Any]) -> 
                   "| arm | search images | all images | LLM calls | tokens | wall s |", "|---|---:|---:|---:|---:|---:|"]
         for r in budgets:
             b = r["budget"]
-            lines.append(f"| {r['arm']} | {b.get('search_images', float('nan')):.0f} | {b['images']:.0f} | "
+            lines.append(f"| {r['arm']} | {b['search_images']:.0f} | {b['images']:.0f} | "
                          f"{b['llm_calls']:.0f} | {b['prompt_tokens'] + b['completion_tokens']:.0f} | {b['wall_s']:.1f} |")
     lines += ["", "`*`: the interval excludes zero. Plots: `heldout.svg`, `curves.svg`; runs: `runs/ARM-rN.db`.", ""]
     (out / "results.md").write_text("\n".join(lines), encoding="utf-8")
@@ -330,7 +330,7 @@ def write_results(cfg: ExperimentConfig, out: Path, results: dict[str, Any]) -> 
 
         floor = min(r["ci_low"] for r in budgets)  # baselines far below every arm would squash the plot
         (out / "budget.svg").write_text(scatter_plot(
-            [(r["budget"].get("search_images", float("nan")), r["heldout_gain"], r["arm"], r["ci_low"], r["ci_high"])
+            [(r["budget"]["search_images"], r["heldout_gain"], r["arm"], r["ci_low"], r["ci_high"])
              for r in budgets], "images scored by the optimiser (search rounds + selection pass)",
             f"held-out gain ({unit.split(' (')[0]})", width=760, height=380, legend=True,
             hlines=[(r["heldout_gain"], r["arm"]) for r in results["rows"]

@@ -1,11 +1,12 @@
 """What a run's history says to the updater: reward-aware hints (RATTPO, arXiv 2506.16853) and
 the best and worst instructions so far (OPT2I, arXiv 2403.17804).
 
-A hint is a word that the rewrites added to the user's prompt, with its effect: the mean gain of
-the images whose rewrite has it minus the mean gain of those whose rewrite lacks it, after taking
-out each prompt's own level (some subjects gain more from any rewrite). Words seen in too few
-images are left out; the ranking is by effect over its standard error, so a word seen twice with
-a lucky seed does not lead. Read-only: computed from stored trials through the run's objective.
+A hint is a word that the rewrites added to the user's prompt, with its effect on the gain over
+the naive prompt: its coefficient in a ridge regression of the gains (each prompt's own level
+taken out: some subjects gain more from any rewrite) on every added word at once. Words seen in
+too few images are left out; the ranking is by effect over its standard error, so a word seen
+twice with a lucky seed does not lead. Read-only: computed from stored trials through the run's
+objective.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def keywords(text: str, limit: int = 12) -> list[str]:
 @dataclass(frozen=True)
 class WordEffect:
     word: str
-    effect: float  # mean gain with the word minus without, per-prompt level removed
+    effect: float  # its ridge coefficient: gain with the word, the other words held fixed
     images: int  # images whose rewrite has it
     z: float  # effect over its standard error
 
@@ -87,7 +88,8 @@ def word_effects(texts: Sequence[str], naive: Sequence[str], prompt_ids: Sequenc
         level.setdefault(pid, []).append(g)
     y = gains - np.array([np.mean(level[pid]) for pid in prompt_ids])
     added = [set(keywords(t, 60)) - set(keywords(n, 60)) for t, n in zip(texts, naive)]
-    vocab = [w for w in sorted(set().union(*added)) if min_images <= sum(w in a for a in added) <= len(added) - min_images]
+    count = {w: sum(w in a for a in added) for w in set().union(*added)}
+    vocab = [w for w in sorted(count) if min_images <= count[w] <= len(added) - min_images]
     if not vocab:
         return []
     x = np.array([[w in a for w in vocab] for a in added], dtype=float)
@@ -97,8 +99,7 @@ def word_effects(texts: Sequence[str], naive: Sequence[str], prompt_ids: Sequenc
     resid = y - x @ coef
     sigma2 = float(resid @ resid) / max(len(y) - 1, 1) or 1e-9
     se = np.sqrt(np.maximum(np.diag(inv @ x.T @ x @ inv) * sigma2, 1e-18))
-    out = [WordEffect(w, float(c), sum(w in a for a in added), float(c / e))
-           for j, (w, c, e) in enumerate(zip(vocab, coef, se))]
+    out = [WordEffect(w, float(c), count[w], float(c / e)) for w, c, e in zip(vocab, coef, se)]
     return sorted(out, key=lambda w: (-w.z, w.word))
 
 

@@ -166,8 +166,13 @@ def weighted_spec(weights: Mapping[str, float], guards: Mapping[str, float], nam
 
 def round_rewards(trials: Iterable[TrialRecord], objective: Objective) -> list[dict[str, Any]]:
     """Per (instruction, round): the mean gain over the naive prompt, and how many pairs."""
+    return rewards_by_round(paired_gains(trials, objective))
+
+
+def rewards_by_round(gains: Iterable[Gain]) -> list[dict[str, Any]]:
+    """`round_rewards` from gains already paired (a caller that also needs them per prompt)."""
     groups: dict[tuple[int, int], list[float]] = {}
-    for g in paired_gains(trials, objective):
+    for g in gains:
         if g.trial.instruction_id is not None:
             groups.setdefault((g.trial.round, g.trial.instruction_id), []).append(g.gain)
     return [{"arm": arm, "round": rnd, "reward": mean(v), "n": len(v)} for (rnd, arm), v in sorted(groups.items())]

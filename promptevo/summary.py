@@ -26,18 +26,17 @@ def round_rewards(repo: RunRepository, run_id: str, objective: Objective | None 
 def arm_stats(repo: RunRepository, run_id: str, ids: Sequence[int], include_round: int | None = None,
               objective: Objective | None = None) -> list[bandit.ArmStats]:
     """Per arm: its reward in each search round it was pulled, and its gains per prompt."""
-    from promptevo.objective import mean, paired_gains
+    from promptevo.objective import paired_gains, rewards_by_round
 
     objective = objective or run_objective(repo, run_id)
     stats = {i: bandit.ArmStats(arm=i) for i in ids}
-    rounds: dict[tuple[int, int], list[float]] = {}
-    for g in paired_gains(repo.trials(run_id, phase="search", finished=True, also_round=include_round), objective):
-        iid = g.trial.instruction_id
-        if iid in stats:
-            rounds.setdefault((g.trial.round, iid), []).append(g.gain)
-            stats[iid].per_prompt.setdefault(g.trial.prompt_id, []).append(g.gain)
-    for (_, iid), gains in sorted(rounds.items()):
-        stats[iid].rewards.append(mean(gains))
+    gains = paired_gains(repo.trials(run_id, phase="search", finished=True, also_round=include_round), objective)
+    for row in rewards_by_round(gains):
+        if row["arm"] in stats:
+            stats[row["arm"]].rewards.append(row["reward"])
+    for g in gains:
+        if g.trial.instruction_id in stats:
+            stats[g.trial.instruction_id].per_prompt.setdefault(g.trial.prompt_id, []).append(g.gain)
     return [stats[i] for i in ids]
 
 

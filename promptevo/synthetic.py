@@ -271,7 +271,6 @@ class SimulatedLLM:
         adding = f"Add {', '.join(added)}. " if added else ""
         return f"<instruction>{adding}{base_text.strip()}</instruction>"
 
-
     @staticmethod
     def _merge(first: str, second: str) -> str:
         """Both instructions' strengths, imitated: the second's own words (up to four) ahead of
