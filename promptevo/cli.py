@@ -332,11 +332,12 @@ def _retouch_benchmark(config: Path, out_dir: Path | None, as_json: bool) -> Non
 
 
 def _register_subcommands() -> None:
-    from promptevo import cli_db, cli_retouch, cli_runs
+    from promptevo import cli_db, cli_retouch, cli_runs, cli_serve
 
     cli_runs.register(app)
     cli_db.register(app)
     cli_retouch.register(app)
+    cli_serve.register(app)
     app.add_typer(experiment_app, name="experiment")
 
 

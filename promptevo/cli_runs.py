@@ -166,14 +166,18 @@ def _with_objective(prof: Profile, objective: str | None, guard) -> tuple[Profil
     guards = parse_guards(guard)
     tiny = prof.scorer.version == TINY
     configs = {prof.scorer.kind: prof.scorer}
+    judged = {}  # rewards computed from judgements: no model to load
     for kind in list(weights) + list(guards):
         if kind not in configs:
             entry = info(kind)
+            if entry.judged:
+                judged[kind] = kind
+                continue
             if not entry.installed():
                 raise UserError(f"reward {kind!r} is not installed: {entry.needs}")
             configs[kind] = entry.config(tiny=tiny, device=prof.scorer.device)
     prof = dataclasses.replace(prof, extra_rewards=tuple(c for k, c in configs.items() if k != prof.scorer.kind))
-    return prof, weighted_spec(weights, guards, {k: reward_name(c) for k, c in configs.items()})
+    return prof, weighted_spec(weights, guards, {**{k: reward_name(c) for k, c in configs.items()}, **judged})
 
 
 def optimize(
@@ -308,6 +312,7 @@ def runs_show(
 ):
     """A run's instructions with their statistics and its held-out comparison. With --objective
     (and --guard) the finished run is re-ranked from its stored scores, without rendering."""
+    from promptevo.human import HUMAN
     from promptevo.objective import parse_guards, parse_weights, weighted_spec
     from promptevo.registry import build_objective, reward_name
     from promptevo.repository import RunRepository
@@ -319,6 +324,8 @@ def runs_show(
         if objective or guard:
             stored = _stored_profile(store, run_id)
             names = {c.kind: reward_name(c) for c in stored.rewards}
+            if repo.human_values(run_id) is not None:
+                names[HUMAN] = HUMAN
             weights, guards = parse_weights(objective or f"{stored.scorer.kind}=1"), parse_guards(guard or [])
             missing = [k for k in list(weights) + list(guards) if k not in names]
             if missing:

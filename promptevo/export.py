@@ -32,4 +32,5 @@ def export_run(store: Store, run_id: str) -> dict[str, Any]:
         "trials": trials,
         "llm_calls": repo.llm_calls(run_id),
         "events": repo.events(run_id),
+        "judgements": repo.judgements(run_id),  # pairwise judgements from `promptevo serve`
     }

@@ -352,6 +352,26 @@ def m004_run_owner(db: sqlite_utils.Database) -> None:
     db.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
 
 
+@migration
+def m005_judgements(db: sqlite_utils.Database) -> None:
+    """Pairwise judgements made in `promptevo serve`: two images of one prompt and seed under
+    different arms, and which one a person preferred (or both, or neither), who and when. The
+    "human" reward is computed from them when trials are read."""
+    db.execute(
+        """
+        CREATE TABLE judgements (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL REFERENCES runs(id),
+            left_trial_id INTEGER NOT NULL REFERENCES trials(id),
+            right_trial_id INTEGER NOT NULL REFERENCES trials(id),
+            choice TEXT NOT NULL CHECK (choice IN ('left', 'right', 'both', 'neither')),
+            judge TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX idx_judgements_run ON judgements(run_id)")
+
+
 def pending_migrations(conn) -> list[str]:
     """Names of the migrations a database still needs (all of them for a new file)."""
     try:

@@ -41,6 +41,7 @@ class RewardInfo:
     version: str  # the real model's version
     arch: str
     modules: tuple[str, ...]  # Python packages it imports
+    judged: bool = False  # computed from people's judgements when trials are read, not by a model
 
     def installed(self) -> bool:
         return all(importlib.util.find_spec(m) is not None for m in self.modules)
@@ -90,6 +91,11 @@ REPOSITORY: dict[str, RewardInfo] = {r.kind: r for r in [
                "0 inside the band, minus the distance outside it in percent", 5.0, True, "nothing (computed)", "v1", "measure", ("kornia",)),
     RewardInfo("colourfulness", "Hasler-Suesstrunk colourfulness within 0.25-0.60 (prompt ignored)",
                "0 inside the band, minus the distance outside it in percent", 10.0, True, "nothing (computed)", "v1", "measure", ("kornia",)),
+    RewardInfo("human", "your judgements: which of two images of one prompt and seed you prefer, made in "
+               "`promptevo serve` while or after a run goes (Bradley-Terry strength of each arm)",
+               "log-odds of being preferred to the naive prompt; +1 is preferred 73% of the time", 1.0, True,
+               "judgements in `promptevo serve` (an arm nobody judged counts 0)", "bradley-terry", "bradley-terry", (),
+               judged=True),
     RewardInfo("noise", "estimated noise (Immerkaer), prompt ignored", "minus the noise sigma in percent; 0 is clean",
                1.0, True, "nothing (computed)", "v1", "measure", ("kornia",)),
 ]}

@@ -17,4 +17,13 @@ extra="[brisque]"  # the retouch objective's BRISQUE
 if [ "$extra" = "[test]" ]; then
   # The official HPS v2 code, for the equivalence test only; its pins must not enter ours.
   "${pip[@]}" --no-deps "hpsv2==1.2.0"
+  # The web page's browser tests drive Debian's Chromium through Playwright (whose own browser
+  # download is never used).
+  if ! command -v chromium >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+      echo "note: the browser tests need Debian's chromium: sudo apt-get install chromium" >&2
+    fi
+  fi
 fi

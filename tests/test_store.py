@@ -24,6 +24,7 @@ EXPECTED_SCHEMA = {
     "gradients": ["id", "run_id", "round", "instruction_id", "text", "improvements_json", "llm_call_id"],
     "images": ["id", "render_config_hash", "prompt", "seed", "content_hash", "path", "width", "height",
                "batch_size", "created_at"],
+    "judgements": ["id", "run_id", "left_trial_id", "right_trial_id", "choice", "judge", "created_at"],
     "instructions": ["id", "run_id", "text", "origin", "parent_id", "gradient_id", "llm_call_id",
                      "created_round", "retired_round"],
     "llm_calls": ["id", "run_id", "created_at", "role", "model", "template", "template_hash", "messages_json",

@@ -1,0 +1,122 @@
+"""`promptevo serve` in a real headless Chromium: a running run updates by itself, ten keyboard
+judgements change the human reward, the arm statistics and the next round's pick, and hostile
+strings render as text."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.test_serve import HOSTILE, _synthetic_run, synthetic  # noqa: F401 - the module's synthetic models
+from tests.web import PROMPTS, ROOT, chromium, serving
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_running_run_updates_in_the_browser_as_rounds_finish(tmp_path):
+    from promptevo.config import PROFILES
+    from promptevo.optimize import OptimizeConfig, create_run
+    from promptevo.store import Store
+
+    db = tmp_path / "live.db"
+    with Store(db) as store:
+        run_id = create_run(store, PROFILES["tiny"], OptimizeConfig(rounds=3, batch_size=2, population=2, new_per_gradient=1,
+                                                                    select_prompts=2, eval_seeds=1), PROMPTS[:5])
+    with serving(db) as url, chromium() as page:
+        page.goto(f"{url}/runs/{run_id}")
+        assert page.inner_text("#rounds-done") == "0" and page.locator("#latest img").count() == 0
+        driver = subprocess.Popen([sys.executable, "-m", "tests.loop_driver", str(db), run_id], cwd=ROOT,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            reloads = []
+            page.on("load", lambda _: reloads.append(time.monotonic()))
+            seen, deadline = set(), time.monotonic() + 240
+            while time.monotonic() < deadline and "3" not in seen:
+                page.wait_for_timeout(200)
+                try:
+                    seen.add(page.inner_text("#rounds-done", timeout=2000))
+                except Exception:  # noqa: BLE001 - the page is reloading
+                    continue
+            # the page followed the run from round 0 to its last search round by reloading itself (how many
+            # rounds it showed in between depends on how fast they finish against its 1.5 s poll)
+            assert "3" in seen, seen
+            page.wait_for_selector("#latest img")
+            loaded = page.eval_on_selector_all("#latest img", "imgs => imgs.filter(i => i.complete && i.naturalWidth > 0).length")
+            assert loaded >= 1
+            assert int(page.locator("#arms tr[data-arm] .pulls").first.inner_text()) >= 1
+        finally:
+            driver.wait(timeout=300)
+    assert driver.returncode == 0
+
+
+def _arm_of(repo, run_id):
+    from promptevo.human import arm_key
+
+    return {t.id: arm_key(t.arm, t.instruction_id) for t in repo.trials(run_id)}
+
+
+def test_keyboard_judgements_change_the_human_reward_and_the_next_rounds_pick(tmp_path, synthetic):  # noqa: F811
+    """Two identical runs; in one, ten judgements made with the keyboard favour the arm with the
+    lower mean gain. The run page shows its human value and mean gain rise, and greedy
+    selection pulls it in round 3, while the unjudged twin pulls the other arm."""
+    from promptevo.evaluation import LocalEvaluator
+    from promptevo.optimize import Optimizer
+    from promptevo.repository import RunRepository
+    from promptevo.store import Store
+
+    from playwright.sync_api import expect
+
+    llm, renderer, scorer = synthetic
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    db, run_id = _synthetic_run(tmp_path / "a", synthetic)
+    twin_db, twin_id = _synthetic_run(tmp_path / "b", synthetic)
+    with Store(db) as store:
+        repo = RunRepository(store)
+        optimizer = Optimizer(store, run_id, llm=llm, evaluator=LocalEvaluator(renderer, [scorer]))
+        means = {s.arm: s.mean for s in optimizer.arm_stats([1, 2])}
+        weaker = min(means, key=means.get)
+        arm_of = _arm_of(repo, run_id)
+        with serving(db) as url, chromium() as page:
+            page.goto(f"{url}/runs/{run_id}")
+            row = f"#arms tr[data-arm='{weaker}']"
+            gain_before = float(page.inner_text(f"{row} .gain"))
+            assert page.inner_text(f"{row} .human") == "+0.00"
+            page.goto(f"{url}/runs/{run_id}/judge")
+            for n in range(1, 11):
+                pair = page.locator("#pair")
+                keys = [arm_of[int(pair.get_attribute(f"data-{side}"))] for side in ("left", "right")]
+                key = ("ArrowLeft" if keys[0] == str(weaker) else "ArrowRight" if keys[1] == str(weaker)
+                       else "1" if keys[0] == "naive" else "2" if keys[1] == "naive" else "n")
+                page.keyboard.press(key)
+                expect(page.locator("#judgement-count")).to_have_text(str(n))  # stored, and the next pair shown
+            assert len(repo.judgements(run_id)) == 10 and {j["judge"] for j in repo.judgements(run_id)} == {"tester"}
+            human = {r[0]: r for r in page.eval_on_selector_all("#human tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))")}
+            assert float(human[str(weaker)][2]) > 0.5
+            page.goto(f"{url}/runs/{run_id}")
+            assert float(page.inner_text(f"{row} .human")) > 0.5
+            assert float(page.inner_text(f"{row} .gain")) > gain_before + 1.5  # weight 3 x the human value
+        optimizer.search_round(3)
+        picked = json.loads(repo.round(run_id, 3)["plan_json"])["arms"]
+    with Store(twin_db) as store:
+        Optimizer(store, twin_id, llm=llm, evaluator=LocalEvaluator(renderer, [scorer])).search_round(3)
+        twin_picked = json.loads(RunRepository(store).round(twin_id, 3)["plan_json"])["arms"]
+    assert picked == [weaker] and twin_picked != [weaker]
+
+
+def test_hostile_strings_render_as_text_and_run_no_script(tmp_path, synthetic):  # noqa: F811
+    db, run_id = _synthetic_run(tmp_path, synthetic, prompts=HOSTILE + PROMPTS[:3], rounds=1,
+                                initial_instructions=("<script>alert(1)</script> in detail", "<img src=x onerror=alert(1)> in detail"))
+    with serving(db) as url, chromium() as page:  # an alert or a page error fails the test
+        for path in ("/", f"/runs/{run_id}", f"/runs/{run_id}/judge"):
+            page.goto(url + path)
+            assert page.eval_on_selector_all("script", "s => s.map(x => x.getAttribute('src'))") == ["/static/app.js"]
+            assert page.locator("img[onerror], [onload], iframe, object").count() == 0
+        page.goto(f"{url}/runs/{run_id}")
+        text = page.inner_text("#arms")
+        assert "<script>alert(1)</script> in detail" in text and "<img src=x onerror=alert(1)> in detail" in text
+        page.goto(f"{url}/runs/{run_id}/judge")
+        shown = page.inner_text("#prompt")
+        assert shown in HOSTILE + PROMPTS[:3]  # the prompt, as the text it is
