@@ -328,6 +328,8 @@ def runs_show(
                 names[HUMAN] = HUMAN
             weights, guards = parse_weights(objective or f"{stored.scorer.kind}=1"), parse_guards(guard or [])
             missing = [k for k in list(weights) + list(guards) if k not in names]
+            if HUMAN in missing:
+                raise UserError(f"run {run_id} has no judgements yet: judge its images in `promptevo serve --db {db}`")
             if missing:
                 raise UserError(f"run {run_id} has no scores for {', '.join(missing)}; it stored {', '.join(names)}")
             chosen = build_objective(weighted_spec(weights, guards, names))

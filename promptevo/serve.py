@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import json
+import math
 import re
 import secrets
 from pathlib import Path
@@ -87,6 +89,27 @@ class Server:
         return bool(session) and hmac.compare_digest(sent, self.token(session))
 
 
+def _finite(value: Any) -> Any:
+    """JSON has no infinities: an interval over one value (-inf, inf) becomes null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+class JSON(JSONResponse):
+    """JSON for scripts and the page's poll: non-finite numbers as null, the security headers."""
+
+    def __init__(self, content: Any, status_code: int = 200):
+        super().__init__(content, status_code, headers=SECURITY_HEADERS)
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(_finite(content), ensure_ascii=False, default=str, separators=(",", ":")).encode()
+
+
 def _run_id(server: Server, request: Request) -> str | None:
     run_id = request.path_params["run_id"]
     return run_id if server.reader.run(run_id) else None
@@ -128,36 +151,36 @@ def create_app(db: Path, *, judge: str = "local", hosts: tuple[str, ...] = LOOPB
 
     def version(request: Request):
         run_id = request.query_params.get("run")
-        return JSONResponse({"version": pages.fingerprint(server.reader, run_id)}, headers=SECURITY_HEADERS)
+        return JSON({"version": pages.fingerprint(server.reader, run_id)})
 
     def api_runs(request: Request):
-        return JSONResponse(pages.runs(server.reader), headers=SECURITY_HEADERS)
+        return JSON(pages.runs(server.reader))
 
     def api_run(request: Request):
         run_id = _run_id(server, request)
         if run_id is None:
-            return JSONResponse({"error": "no such run"}, 404, headers=SECURITY_HEADERS)
+            return JSON({"error": "no such run"}, 404)
         view = pages.run_page(server.reader, run_id)
-        return JSONResponse({**view["summary"], "objective_weights": view["objective"],
-                             "human": [{"arm": i["id"], "value": i["human"], "judgements": i["judgements"]}
-                                       for i in view["summary"]["instructions"]]}, headers=SECURITY_HEADERS)
+        return JSON({**view["summary"], "objective_weights": view["objective"],
+                     "human": [{"arm": i["id"], "value": i["human"], "judgements": i["judgements"]}
+                               for i in view["summary"]["instructions"]]})
 
     async def add_judgement(request: Request):
         if not server.authorised(request):
-            return JSONResponse({"error": "missing or wrong session token; reload the page"}, 403, headers=SECURITY_HEADERS)
+            return JSON({"error": "missing or wrong session token; reload the page"}, 403)
         run_id = _run_id(server, request)
         if run_id is None:
-            return JSONResponse({"error": "no such run"}, 404, headers=SECURITY_HEADERS)
+            return JSON({"error": "no such run"}, 404)
         try:
             body = await request.json()
             left, right, choice = int(body["left"]), int(body["right"]), str(body["choice"])
         except (ValueError, KeyError, TypeError):
-            return JSONResponse({"error": "send JSON {left: trial id, right: trial id, choice}"}, 400, headers=SECURITY_HEADERS)
+            return JSON({"error": "send JSON {left: trial id, right: trial id, choice}"}, 400)
         try:
             judgement = server.writer.add_judgement(run_id, left, right, choice, server.judge)
         except UserError as exc:
-            return JSONResponse({"error": str(exc)}, 400, headers=SECURITY_HEADERS)
-        return JSONResponse({"id": judgement}, headers=SECURITY_HEADERS)
+            return JSON({"error": str(exc)}, 400)
+        return JSON({"id": judgement})
 
     static = Path(__file__).with_name("web") / "static"
     routes = [

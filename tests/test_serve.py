@@ -93,6 +93,17 @@ def test_judgements_are_checked_and_make_the_human_score_of_every_trial(tmp_path
         assert {t.scores["human"] for t in after.values() if t.instruction_id == arm.instruction_id} == {values[str(arm.instruction_id)]}
         assert after[naive.id].scores["human"] == 0.0
         assert repo.judgements(run_id)[0]["judge"] == "me"
+    # a finished run is re-ranked with the judgements made since
+    shown = runner.invoke(app, ["runs", "show", run_id, "--db", str(db), "--objective", "human=1", "--json"])
+    assert shown.exit_code == 0, shown.output
+    means = {i["id"]: i["mean_reward"] for i in json.loads(shown.stdout)["instructions"]}
+    assert means[arm.instruction_id] == pytest.approx(values[str(arm.instruction_id)])
+
+
+def test_rerank_by_judgements_needs_some(tmp_path, synthetic):
+    db, run_id = _synthetic_run(tmp_path, synthetic, rounds=1, objective=None)
+    shown = runner.invoke(app, ["runs", "show", run_id, "--db", str(db), "--objective", "human=1"])
+    assert shown.exit_code == 2 and "no judgements yet" in shown.output
 
 
 def test_runs_without_judgements_or_a_human_weight_carry_no_human_score(tmp_path, synthetic):
@@ -230,6 +241,20 @@ def test_pages_are_read_while_an_optimiser_holds_the_write_lock(hostile_run):
     finally:
         writer.rollback()
         writer.close()
+
+
+def test_the_json_api_is_strict_json_for_scripts(hostile_run):
+    from promptevo.serve import _finite
+
+    client, run_id, _ = hostile_run
+
+    def refuse(name):
+        raise AssertionError(f"{name} is not JSON")
+
+    data = json.loads(client.get(f"/api/runs/{run_id}").text, parse_constant=refuse)
+    assert data["run_id"] == run_id and {h["arm"] for h in data["human"]} == {i["id"] for i in data["instructions"]}
+    assert json.loads(client.get("/api/runs").text, parse_constant=refuse)[0]["id"] == run_id
+    assert _finite({"ci": [float("-inf"), 1.5, float("nan")], "n": 1}) == {"ci": [None, 1.5, None], "n": 1}
 
 
 def test_serve_refuses_a_missing_database_and_a_busy_port(tmp_path, hostile_run):
