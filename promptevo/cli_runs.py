@@ -57,12 +57,27 @@ def _progress_view(p) -> RichGroup:
     return RichGroup(table, Text("\n".join(lines)))
 
 
-def _load_models(profile: Profile):
-    from promptevo import interrupts
-    from promptevo.registry import build_components
+WorkersOpt = Annotated[str, typer.Option(help="Where images are rendered and scored: local (this process) or ray (one Ray actor per GPU; this process stays the only writer).")]
+RayAddressOpt = Annotated[str | None, typer.Option(help="With --workers ray: a running cluster (auto, or ray://HOST:PORT); default: start a local Ray.")]
+RayActorsOpt = Annotated[int | None, typer.Option(min=1, help="With --workers ray: actors to start (default: one per GPU in the cluster, or 1).")]
 
-    with err.status("loading models (renderer, rewards, LLM)"):
-        components = build_components(profile)
+
+def _load_models(profile: Profile, workers: str = "local", ray_address: str | None = None, ray_actors: int | None = None):
+    from promptevo import interrupts
+    from promptevo.registry import Components, build_components, build_llm
+
+    if workers not in ("local", "ray"):
+        raise UserError(f"--workers is local or ray (got {workers!r})")
+    with err.status("loading models (renderer, rewards, LLM)" if workers == "local" else "starting Ray workers and the LLM"):
+        if workers == "ray":
+            from promptevo.evaluation import EvaluatorSpec
+            from promptevo.ray_workers import RayEvaluator
+
+            evaluator = RayEvaluator(EvaluatorSpec(render=profile.render, rewards=profile.rewards), address=ray_address,
+                                     actors=ray_actors)
+            components = Components(llm=build_llm(profile.llm), evaluator=evaluator)
+        else:
+            components = build_components(profile)
     interrupts.check()  # a Ctrl-C during loading that a library swallowed stops here, before any work
     return components
 
@@ -222,6 +237,9 @@ def optimize(
     channels_last: ChannelsLastOpt = False,
     compile_: CompileOpt = False,
     tiny_vae: TinyVaeOpt = None,
+    workers: WorkersOpt = "local",
+    ray_address: RayAddressOpt = None,
+    ray_actors: RayActorsOpt = None,
     as_json: JsonOpt = False,
 ):
     """Evolve the rewriting instruction on your prompts and compare it on held-out prompts."""
@@ -275,7 +293,7 @@ def optimize(
         from promptevo.references import check_reference_db
 
         check_reference_db(config.reference_db)
-    models = _load_models(prof)  # missing weights fail here, before the database is touched
+    models = _load_models(prof, workers, ray_address, ray_actors)  # missing weights fail here, before the database is touched
     Store.make_folder(db)
     with Store(db) as store:
         run_id = create_run(store, prof, config, given)
@@ -356,6 +374,9 @@ def runs_resume(
     run_id: str,
     db: DbOpt = Path("promptevo.db"),
     wait: Annotated[bool, typer.Option("--wait", help="If another process is working on the run, wait for it to stop, then continue.")] = False,
+    workers: WorkersOpt = "local",
+    ray_address: RayAddressOpt = None,
+    ray_actors: RayActorsOpt = None,
     as_json: JsonOpt = False,
 ):
     """Continue a run that was stopped or killed with the models it was made with (any
@@ -372,7 +393,8 @@ def runs_resume(
             return
         if not wait:
             check_free(repo, run_id)  # refuse before minutes of model loading
-        _run_loop(store, run_id, _stored_profile(store, run_id), as_json, wait=wait)
+        profile = _stored_profile(store, run_id)
+        _run_loop(store, run_id, profile, as_json, _load_models(profile, workers, ray_address, ray_actors), wait=wait)
 
 
 @runs_app.command("feedback")

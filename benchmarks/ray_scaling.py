@@ -1,0 +1,117 @@
+"""How far one driver goes, and what Ray actors add on this machine (issue 17).
+
+    .venv/bin/python benchmarks/ray_scaling.py [--images 256] [--size 512] [--out benchmarks/results/ray-scaling.json]
+
+1. The driver's ceiling: `CachedEvaluator` (the only writer) in front of an evaluator that
+   returns ready images and scores in no time, as a GPU fleet would if it were infinitely fast.
+   What remains is the driver's bookkeeping per image: PNG encoding, the image file, its row,
+   one score row per reward. Reported as images/s, split into PNG encoding and the rest.
+2. Ray: images/s of the tiny models through `RayEvaluator` with one actor and with two, in one
+   run, on this machine's cores (each actor gets the same share of a local Ray).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+
+class InstantEvaluator:
+    """Ready images and scores, no compute: the driver's cost alone."""
+
+    def __init__(self, size: int, rewards: int):
+        import torch
+
+        from promptevo.config import RenderConfig
+        from promptevo.evaluation import Variant
+
+        self.reward_names = tuple(f"reward-{i}" for i in range(rewards))
+        self.reward_versions = {n: "v" for n in self.reward_names}
+        self.search_variant = self.final_variant = Variant(RenderConfig(model="instant", steps=1, guidance=0.0, width=size, height=size))
+        self._image = torch.rand(3, size, size, generator=torch.Generator().manual_seed(0))
+
+    def evaluate(self, jobs):
+        from promptevo.evaluation import Evaluation
+
+        # a different image per job (a cache keyed by content must not collapse them)
+        return [Evaluation(j, (self._image + (i % 97) / 97.0) % 1.0, {n: float(i) for n in self.reward_names}, len(jobs))
+                for i, j in enumerate(jobs)]
+
+
+def driver_ceiling(images: int, size: int, rewards: int, batch: int) -> dict:
+    import torch
+
+    from promptevo.evaluation import CachedEvaluator, Job
+    from promptevo.render import png_bytes, to_uint8
+    from promptevo.store import Store
+
+    inner = InstantEvaluator(size, rewards)
+    with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "ceiling.db") as store:
+        cached = CachedEvaluator(store, inner)
+        jobs = [Job(f"prompt {i}", i, f"prompt {i}", inner.search_variant) for i in range(images)]
+        t0 = time.perf_counter()
+        for start in range(0, images, batch):
+            cached.evaluate(jobs[start:start + batch])
+        total = time.perf_counter() - t0
+        pixels = to_uint8(torch.stack([e.image for e in inner.evaluate(jobs[:batch])]))
+        t0 = time.perf_counter()
+        for i in range(len(pixels)):
+            png_bytes(pixels[i])
+        png = (time.perf_counter() - t0) / len(pixels) * images
+    return {"images": images, "size": size, "rewards": rewards, "batch": batch, "seconds": round(total, 3),
+            "images_per_s": round(images / total, 1), "png_share": round(png / total, 3),
+            "target_images_per_s": 1600}
+
+
+def ray_scaling(images: int) -> dict:
+    import ray
+
+    from promptevo.config import PROFILES
+    from promptevo.evaluation import EvaluatorSpec, Job
+    from promptevo.ray_workers import RayEvaluator
+
+    tiny = PROFILES["tiny"]
+    cores = os.cpu_count() or 1
+    ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    out = {}
+    try:
+        for actors in (1, 2):
+            ev = RayEvaluator(EvaluatorSpec(render=tiny.render, rewards=tiny.rewards), actors=actors,
+                              actor_options={"num_cpus": cores // actors})
+            jobs = [Job(f"a waterfall #{i}", i, "a waterfall", ev.search_variant) for i in range(images)]
+            ev.evaluate(jobs[: 2 * actors])  # warm: models loaded, first calls done
+            t0 = time.perf_counter()
+            ev.evaluate(jobs)
+            out[f"{actors}_actor"] = round(images / (time.perf_counter() - t0), 2)
+            for a in ev.actors:
+                ray.kill(a)
+    finally:
+        ray.shutdown()
+    out["ratio_2_to_1"] = round(out["2_actor"] / out["1_actor"], 2)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--rewards", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--ray-images", type=int, default=32)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/ray-scaling.json"))
+    args = parser.parse_args()
+    result = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+              "driver_ceiling": driver_ceiling(args.images, args.size, args.rewards, args.batch),
+              "ray_tiny": ray_scaling(args.ray_images)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

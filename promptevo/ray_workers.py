@@ -1,0 +1,134 @@
+"""Render and score workers on Ray: one actor per GPU, one driver that writes.
+
+`RayEvaluator` has the evaluation boundary's interface, so the optimiser and `CachedEvaluator`
+use it unchanged: the cache (the only code that writes images and scores) stays in the driver,
+and only what is missing goes out. Each actor builds a `LocalEvaluator` from the picklable
+`EvaluatorSpec` once and keeps it (models load once per actor). A batch is split into one
+contiguous shard per actor, by image (every job of one (variant, text, seed) goes to the same
+actor, so nothing is rendered twice), and the results come back in job order.
+
+Faults: actors restart without limit and Ray re-runs the method calls that were in flight on
+the restarted actor (max_task_retries), so a killed actor loses nothing; the driver stores a
+batch only once every shard has returned, so nothing is stored twice; a driver killed at any
+moment resumes as a local run does, from the store.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from promptevo.errors import UserError
+from promptevo.evaluation import Evaluation, EvaluatorSpec, Job, Variant
+
+INSTALL = "--workers ray needs Ray: pip install 'promptevo[ray]'"
+TASK_RETRIES = 3  # re-runs of one call after its actor died (a job that kills every actor stops here)
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise UserError(INSTALL) from None
+    return ray
+
+
+class EvaluatorWorker:
+    """What runs inside one actor: the local evaluator, built once from its spec."""
+
+    def __init__(self, spec: EvaluatorSpec):
+        from promptevo.evaluation import LocalEvaluator
+
+        self.evaluator = LocalEvaluator.from_spec(spec)
+
+    def describe(self) -> dict[str, Any]:
+        ev = self.evaluator
+        return {"reward_names": ev.reward_names, "reward_versions": ev.reward_versions,
+                "search_variant": ev.search_variant, "final_variant": ev.final_variant}
+
+    def evaluate(self, jobs: Sequence[Job]) -> list[Evaluation]:
+        return [Evaluation(e.job, e.image.detach().cpu(), e.scores, e.batch_size) for e in self.evaluator.evaluate(jobs)]
+
+    def score(self, images, targets, rewards=None, texts=None) -> dict[str, list[float]]:
+        return self.evaluator.score(images, targets, rewards=rewards, texts=texts)
+
+    def token_counts(self, texts: Sequence[str], variant: Variant) -> list[int]:
+        return [self.evaluator.token_count(t, variant) for t in texts]
+
+    def text_window(self, variant: Variant) -> int:
+        return self.evaluator.text_window(variant)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def shards(jobs: Sequence[Job], n: int) -> list[list[Job]]:
+    """The distinct jobs in n contiguous parts of near-equal size by image; empty parts dropped."""
+    by_image: dict[tuple[str, str, int], list[Job]] = {}
+    for job in dict.fromkeys(jobs):
+        by_image.setdefault((job.variant.hash, job.text, job.seed), []).append(job)
+    groups = list(by_image.values())
+    size, extra = divmod(len(groups), n)
+    out, start = [], 0
+    for i in range(n):
+        end = start + size + (i < extra)
+        if end > start:
+            out.append([j for g in groups[start:end] for j in g])
+        start = end
+    return out
+
+
+class RayEvaluator:
+    """An Evaluator whose work runs on Ray actors (a local Ray it starts, or a cluster)."""
+
+    def __init__(self, spec: EvaluatorSpec, *, address: str | None = None, actors: int | None = None,
+                 actor_options: dict[str, Any] | None = None):
+        ray = import_ray()
+        self._started = not ray.is_initialized()
+        if self._started:
+            try:
+                ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            except (ConnectionError, ValueError, RuntimeError) as exc:
+                raise UserError(f"cannot reach Ray at {address!r}: {exc}") from None
+        resources = ray.cluster_resources()
+        gpus = int(resources.get("GPU", 0))
+        options = actor_options or ({"num_gpus": 1} if gpus else {"num_cpus": 1})
+        self.size = actors or max(gpus, 1)
+        # two calls at a time per actor: the LLM's token counts are answered while a batch renders
+        worker = ray.remote(EvaluatorWorker).options(max_restarts=-1, max_task_retries=TASK_RETRIES, max_concurrency=2,
+                                                     **options)
+        self.actors = [worker.remote(spec) for _ in range(self.size)]
+        info = ray.get(self.actors[0].describe.remote())  # missing weights fail here, once
+        self.reward_names, self.reward_versions = tuple(info["reward_names"]), dict(info["reward_versions"])
+        self.search_variant, self.final_variant = info["search_variant"], info["final_variant"]
+        self._tokens: dict[tuple[str, str], int] = {}
+        self._windows: dict[str, int] = {}
+        self._ray = ray
+
+    def evaluate(self, jobs: Sequence[Job]) -> list[Evaluation]:
+        parts = shards(jobs, len(self.actors))
+        results = self._ray.get([a.evaluate.remote(p) for a, p in zip(self.actors, parts)])
+        done = {e.job: e for part in results for e in part}
+        return [done[j] for j in jobs]
+
+    def score(self, images, targets: Sequence[str], rewards: Sequence[str] | None = None,
+              texts: Sequence[str] | None = None) -> dict[str, list[float]]:
+        return self._ray.get(self.actors[0].score.remote(images, list(targets), rewards, list(texts) if texts is not None else None))
+
+    def token_count(self, text: str, variant: Variant) -> int:
+        key = (variant.hash, text)
+        if key not in self._tokens:
+            self._tokens[key] = self._ray.get(self.actors[0].token_counts.remote([text], variant))[0]
+        return self._tokens[key]
+
+    def text_window(self, variant: Variant) -> int:
+        if variant.hash not in self._windows:
+            self._windows[variant.hash] = self._ray.get(self.actors[0].text_window.remote(variant))
+        return self._windows[variant.hash]
+
+    def close(self) -> None:
+        for actor in self.actors:
+            self._ray.kill(actor)
+        if self._started:
+            self._ray.shutdown()

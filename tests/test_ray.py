@@ -1,0 +1,177 @@
+"""`--workers ray`: the evaluator on Ray actors, on a local Ray this module starts itself (two
+logical "gpu_slot" resources stand in for GPUs), with the tiny models and the scripted LLM."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from promptevo.cli import _register_subcommands, app
+from promptevo.evaluation import EvaluatorSpec, Job, LocalEvaluator
+from promptevo.ray_workers import shards
+
+_register_subcommands()
+runner = CliRunner()
+PROMPTS = ["a waterfall", "a samurai", "a lighthouse at night", "a fox in the snow", "an old library", "a desert at dawn"]
+
+
+def jobs_for(variant, n=12):
+    return [Job(f"{PROMPTS[i % len(PROMPTS)]}, detailed", 100 + i, PROMPTS[i % len(PROMPTS)], variant) for i in range(n)]
+
+
+def test_shards_split_by_image_in_order_and_near_equal(tiny):
+    from promptevo.evaluation import Variant
+
+    v = Variant(tiny.render)
+    jobs = jobs_for(v, 7)
+    jobs.insert(3, Job(jobs[0].text, jobs[0].seed, "another target", v))  # same image, another target
+    parts = shards(jobs + jobs[:2], 3)  # duplicates are evaluated once
+    assert [len({(j.text, j.seed) for j in p}) for p in parts] == [3, 2, 2]
+    flat = [j for p in parts for j in p]
+    assert sorted(flat, key=jobs.index) == list(dict.fromkeys(jobs))  # each distinct job once
+    image = lambda j: (j.text, j.seed)  # noqa: E731
+    assert list(dict.fromkeys(map(image, flat))) == list(dict.fromkeys(map(image, jobs)))  # images in order
+    assert jobs[3] in parts[0]  # with the other job of its image
+    assert shards(jobs[:1], 4) == [[jobs[0]]]
+
+
+def test_workers_ray_without_ray_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails as when it is not installed
+    r = runner.invoke(app, ["optimize", "a fox", "a cat", "--workers", "ray", "--db", str(tmp_path / "x.db")])
+    assert r.exit_code == 2 and "pip install 'promptevo[ray]'" in r.output
+    assert not (tmp_path / "x.db").exists()
+    bad = runner.invoke(app, ["optimize", "a fox", "a cat", "--workers", "mpi", "--db", str(tmp_path / "x.db")])
+    assert bad.exit_code == 2 and "--workers is local or ray" in bad.output
+
+
+@pytest.fixture(scope="module")
+def ray_evaluator(tiny):
+    import ray
+
+    ray.init(num_cpus=2, resources={"gpu_slot": 2}, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    from promptevo.ray_workers import RayEvaluator
+
+    spec = EvaluatorSpec(render=tiny.render, rewards=tiny.rewards)
+    evaluator = RayEvaluator(spec, actors=2, actor_options={"num_cpus": 0, "resources": {"gpu_slot": 1}})
+    try:
+        yield evaluator
+    finally:
+        evaluator.close()
+        ray.shutdown()
+
+
+def _same(a, b):
+    assert [e.job for e in a] == [e.job for e in b]
+    for x, y in zip(a, b):
+        assert float((x.image - y.image).abs().max()) < 2e-3
+        assert x.scores.keys() == y.scores.keys() and all(abs(x.scores[k] - y.scores[k]) < 2e-3 for k in x.scores)
+
+
+@pytest.mark.slow
+def test_ray_actors_give_the_local_evaluators_results_in_job_order(ray_evaluator, evaluator):
+    import ray
+
+    jobs = jobs_for(ray_evaluator.search_variant)
+    got = ray_evaluator.evaluate(jobs + jobs[:3])
+    _same(got, evaluator.evaluate(jobs + jobs[:3]))
+    assert len({ray.get(a.pid.remote()) for a in ray_evaluator.actors}) == 2  # two actor processes did the work
+    assert ray_evaluator.reward_names == evaluator.reward_names
+    text = "a waterfall in the mist"
+    assert ray_evaluator.token_count(text, ray_evaluator.search_variant) == evaluator.token_count(text, evaluator.search_variant)
+
+
+@pytest.mark.slow
+def test_an_actor_killed_mid_batch_loses_and_duplicates_nothing(ray_evaluator, evaluator, store):
+    import ray
+
+    from promptevo.evaluation import CachedEvaluator
+
+    cached = CachedEvaluator(store, ray_evaluator)
+    jobs = jobs_for(ray_evaluator.search_variant, 24)
+    pid = ray.get(ray_evaluator.actors[0].pid.remote())
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(out=cached.evaluate(jobs)))
+    thread.start()
+    time.sleep(0.5)  # the batch is on its way to the actors
+    in_flight = thread.is_alive()
+    ray.kill(ray_evaluator.actors[0], no_restart=False)  # the process dies; Ray restarts it and re-runs its call
+    assert in_flight
+    thread.join(timeout=300)
+    assert not thread.is_alive()
+    assert ray.get(ray_evaluator.actors[0].pid.remote()) != pid  # a new process
+    out = result["out"]
+    assert [o.job for o in out] == jobs and not any(o.cached for o in out)
+    images = store.one("SELECT COUNT(*) AS n FROM images")["n"]
+    scores = store.one("SELECT COUNT(*) AS n FROM scores")["n"]
+    assert images == len(jobs) and scores == len(jobs) * len(ray_evaluator.reward_names)
+    local = evaluator.evaluate(jobs)
+    assert np.allclose([o.score for o in out], [e.scores[evaluator.reward_names[0]] for e in local], atol=2e-3)
+    again = cached.evaluate(jobs)  # everything is in the store now
+    assert all(o.cached for o in again) and store.one("SELECT COUNT(*) AS n FROM images")["n"] == images
+
+
+@pytest.mark.slow
+def test_a_whole_optimisation_on_ray_matches_the_local_one(ray_evaluator, evaluator, tmp_path, tiny):
+    from promptevo.llm import ScriptedLLM
+    from promptevo.optimize import OptimizeConfig, Optimizer, create_run
+    from promptevo.store import Store
+    from tests.scripted import script
+
+    config = OptimizeConfig(rounds=2, batch_size=3, population=2, new_per_gradient=1, select_prompts=2, eval_seeds=1)
+    tables = []
+    for name, ev in (("local", evaluator), ("ray", ray_evaluator)):
+        with Store(tmp_path / f"{name}.db") as store:
+            run_id = create_run(store, tiny, config, PROMPTS)
+            tables.append(Optimizer(store, run_id, llm=ScriptedLLM(script), evaluator=ev).run_all()["heldout"])
+    local, on_ray = tables
+    assert [r["arm"] for r in local] == [r["arm"] for r in on_ray]
+    for a, b in zip(local, on_ray):
+        assert abs(a["score_mean"] - b["score_mean"]) < 2e-3
+
+
+@pytest.mark.slow
+def test_a_driver_killed_on_ray_resumes_to_the_uninterrupted_result(tmp_path, tiny, evaluator):
+    """SIGKILL the driver (and with it the Ray it started) in round 2; a new driver on a new
+    Ray finishes the run, with the counts and held-out numbers of an uninterrupted local run."""
+    from promptevo.llm import ScriptedLLM
+    from promptevo.optimize import OptimizeConfig, Optimizer, create_run
+    from promptevo.repository import RunRepository
+    from promptevo.store import Store
+    from tests.scripted import script
+
+    root = Path(__file__).resolve().parent.parent
+    config = OptimizeConfig(rounds=3, batch_size=2, population=2, new_per_gradient=1, select_prompts=2, eval_seeds=1)
+    with Store(tmp_path / "straight.db") as store:
+        rid = create_run(store, tiny, config, PROMPTS)
+        expected = Optimizer(store, rid, llm=ScriptedLLM(script), evaluator=evaluator).run_all()
+        expected_counts = RunRepository(store).counts(rid)
+    db = tmp_path / "killed.db"
+    with Store(db) as store:
+        run_id = create_run(store, tiny, config, PROMPTS)
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    driver = subprocess.Popen([sys.executable, "-m", "tests.loop_driver", str(db), run_id, "ray"], cwd=root, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    for line in driver.stdout:
+        if line.startswith("stage rendering and scoring|2"):
+            os.killpg(driver.pid, signal.SIGKILL)  # the driver and everything it started
+            break
+    driver.wait(timeout=60)
+    assert driver.returncode == -signal.SIGKILL
+    again = subprocess.run([sys.executable, "-m", "tests.loop_driver", str(db), run_id, "ray"], cwd=root, env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "done" in again.stdout, again.stdout[-2000:]
+    with Store(db) as store:
+        repo = RunRepository(store)
+        got = {k: v for k, v in repo.counts(run_id).items() if k not in ("events", "llm_calls")}
+        assert got == {k: v for k, v in expected_counts.items() if k not in ("events", "llm_calls")}
+        heldout = {r["arm"]: r["score_mean"] for r in Optimizer(store, run_id, llm=ScriptedLLM(script), evaluator=evaluator)
+                   .run_all()["heldout"]}
+    assert heldout.keys() == {r["arm"] for r in expected["heldout"]}
+    assert all(abs(heldout[r["arm"]] - r["score_mean"]) < 2e-3 for r in expected["heldout"])
