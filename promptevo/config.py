@@ -7,6 +7,7 @@ an image is defined by (render config, prompt, seed), and the config hash is how
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -71,7 +72,7 @@ class RenderConfig:
                 d.pop(key)
         return d
 
-    @property
+    @functools.cached_property  # frozen: computed once (the driver asks per image)
     def hash(self) -> str:
         return config_hash(self.identity())
 

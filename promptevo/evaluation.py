@@ -15,6 +15,8 @@ text and seed). An evaluation is the image, in memory, and one value per reward 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import threading
 import time
 from collections.abc import Sequence
@@ -50,7 +52,7 @@ class Variant:
             d = {"render": d, "post_ops": [[p.op, p.value] for p in self.post_ops]}
         return d
 
-    @property
+    @functools.cached_property  # frozen: computed once (the driver asks per image)
     def hash(self) -> str:
         return self.render.hash if not self.post_ops else config_hash(self.identity())
 
@@ -66,9 +68,23 @@ class Job:
 @dataclass(frozen=True)
 class Evaluation:
     job: Job
-    image: Any  # [3, H, W] float tensor in [0, 1]
+    image: Any  # [3, H, W] float tensor in [0, 1]; None when a worker sent the PNG instead
     scores: dict[str, float]
     batch_size: int  # images per pipeline call that made it
+    png: bytes | None = None  # encoded where it was made (a remote worker), so the driver only writes it
+
+    def pixels(self):
+        """The image as a tensor, decoded from the PNG when that is what came back."""
+        if self.image is not None:
+            return self.image
+        import io
+
+        from PIL import Image
+
+        from promptevo.score import pil_to_tensor
+
+        with Image.open(io.BytesIO(self.png)) as im:
+            return pil_to_tensor([im])[0]
 
 
 class Evaluator(Protocol):
@@ -166,6 +182,11 @@ class LocalEvaluator:
                 for r in self.rewards if rewards is None or r.name in rewards}
 
 
+def png_size(png: bytes) -> tuple[int, int]:
+    """(width, height) from a PNG's header (IHDR), without decoding it."""
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+
 def apply_post_ops(images, post_ops: Sequence[PostOp]):
     from promptevo.registry import post_op
 
@@ -223,7 +244,7 @@ class CachedEvaluator:
     def compute(self, jobs: Sequence[Job]) -> list[Evaluation]:
         """The inner evaluator's images and scores, in memory, stored nowhere (a plan's fit)."""
         with self._computing():
-            return self.inner.evaluate(jobs)
+            return [e if e.image is not None else dataclasses.replace(e, image=e.pixels()) for e in self.inner.evaluate(jobs)]
 
     def score(self, images, targets: Sequence[str], rewards: Sequence[str] | None = None,
               texts: Sequence[str] | None = None) -> dict[str, list[float]]:
@@ -250,14 +271,17 @@ class CachedEvaluator:
             t0 = time.perf_counter()
             evaluations = self.inner.evaluate(to_render)
             self.compute_s += time.perf_counter() - t0
-            pixels = to_uint8(torch.stack([e.image for e in evaluations]))
-            for i, ev in enumerate(evaluations):
-                key = (ev.job.variant.hash, ev.job.text, ev.job.seed)
-                if key not in image_ids:
-                    image_ids[key] = store.save_image(
-                        png=png_bytes(pixels[i]), render_hash=key[0], prompt=ev.job.text, seed=ev.job.seed,
-                        width=int(pixels.shape[-1]), height=int(pixels.shape[-2]), batch_size=ev.batch_size)
-                results[ev.job] = self._save(ev.job, image_ids[key], ev.scores, cached=False)
+            local = [i for i, e in enumerate(evaluations) if e.png is None]
+            pixels = dict(zip(local, to_uint8(torch.stack([evaluations[i].image for i in local])))) if local else {}
+            with store.atomic():  # the batch's rows in one transaction (the PNG files are written first)
+                for i, ev in enumerate(evaluations):
+                    key = (ev.job.variant.hash, ev.job.text, ev.job.seed)
+                    if key not in image_ids:
+                        png = ev.png if ev.png is not None else png_bytes(pixels[i])
+                        width, height = png_size(png)
+                        image_ids[key] = store.save_image(png=png, render_hash=key[0], prompt=ev.job.text, seed=ev.job.seed,
+                                                          width=width, height=height, batch_size=ev.batch_size)
+                    results[ev.job] = self._save(ev.job, image_ids[key], ev.scores, cached=False)
         rescore: list[tuple[Job, int]] = []
         for job in dict.fromkeys(jobs):
             if job in results:

@@ -48,7 +48,15 @@ class EvaluatorWorker:
                 "search_variant": ev.search_variant, "final_variant": ev.final_variant}
 
     def evaluate(self, jobs: Sequence[Job]) -> list[Evaluation]:
-        return [Evaluation(e.job, e.image.detach().cpu(), e.scores, e.batch_size) for e in self.evaluator.evaluate(jobs)]
+        """Each image as PNG bytes: encoded here, in parallel across actors, and far smaller to
+        send than a float tensor; the driver only writes them."""
+        import torch
+
+        from promptevo.render import png_bytes, to_uint8
+
+        evaluations = self.evaluator.evaluate(jobs)
+        pixels = to_uint8(torch.stack([e.image for e in evaluations]).detach().cpu())
+        return [Evaluation(e.job, None, e.scores, e.batch_size, png=png_bytes(pixels[i])) for i, e in enumerate(evaluations)]
 
     def score(self, images, targets, rewards=None, texts=None) -> dict[str, list[float]]:
         return self.evaluator.score(images, targets, rewards=rewards, texts=texts)
