@@ -317,20 +317,40 @@ def score(
     device: DeviceOpt = None,
     render_model: RenderModelOpt = None,
     hps_checkpoint: HPSCheckpointOpt = None,
+    workers: Annotated[str, typer.Option(help="local (this process) or ray (Ray Data: a pool of actors, one per GPU, renders and scores; this process writes).")] = "local",
+    ray_address: Annotated[str | None, typer.Option(help="With --workers ray: a running cluster (auto, or ray://HOST:PORT); default: a local Ray.")] = None,
+    ray_actors: Annotated[int | None, typer.Option(min=1, help="With --workers ray: actors (default: one per GPU, or 1).")] = None,
     as_json: JsonOpt = False,
 ):
     """Render and score a selection against each prompt itself; images and scores are cached by
     (render config, prompt, seed), so scoring again renders nothing."""
-    from promptevo.evaluation import CachedEvaluator
+    from promptevo.evaluation import CachedEvaluator, EvaluatorSpec, Job
     from promptevo.registry import build_components
 
+    if workers not in ("local", "ray"):
+        raise UserError(f"--workers is local or ray (got {workers!r})")
     prof = build_profile(profile, device=device, render_model=render_model, hps_checkpoint=hps_checkpoint)
     with _open(db) as pdb:
         rows = pdb.select(_selection(search=search, tag=tag, split=split, source=source, ids=ids, limit=limit))
         if not rows:
             raise UserError("the selection is empty")
-        with err.status("loading renderer and rewards"):
-            evaluator = CachedEvaluator(pdb.store, build_components(prof, llm=False).evaluator)
+        if workers == "ray":  # Ray Data fills the cache; the pass below then reads it
+            from promptevo.ray_workers import RayEvaluator, bulk_evaluate, import_ray
+
+            import_ray()
+            spec = EvaluatorSpec(render=prof.render, rewards=prof.rewards)
+            with err.status("starting Ray"):
+                probe = RayEvaluator(spec, address=ray_address, actors=1)  # names, versions, variants; missing weights fail here
+            evaluator = CachedEvaluator(pdb.store, probe)
+            jobs = [Job(text=r["text"], seed=s, target=r["text"], variant=probe.final_variant) for r in rows for s in range(seeds)]
+            probe.close_actors()
+            with progress_bar("render and score on Ray") as update:
+                bulk_evaluate(spec, evaluator.missing(jobs), evaluator, batch=batch, actors=ray_actors, progress=update)
+            if evaluator.missing(jobs):  # Ray Data returned fewer results than it was given
+                raise UserError("Ray returned no result for some images; run `db score` again to finish them")
+        else:
+            with err.status("loading renderer and rewards"):
+                evaluator = CachedEvaluator(pdb.store, build_components(prof, llm=False).evaluator)
         with progress_bar("render and score") as update:
             results = pdb.score(rows, evaluator, list(range(seeds)), batch=batch, progress=update)
     if as_json:

@@ -271,17 +271,7 @@ class CachedEvaluator:
             t0 = time.perf_counter()
             evaluations = self.inner.evaluate(to_render)
             self.compute_s += time.perf_counter() - t0
-            local = [i for i, e in enumerate(evaluations) if e.png is None]
-            pixels = dict(zip(local, to_uint8(torch.stack([evaluations[i].image for i in local])))) if local else {}
-            with store.atomic():  # the batch's rows in one transaction (the PNG files are written first)
-                for i, ev in enumerate(evaluations):
-                    key = (ev.job.variant.hash, ev.job.text, ev.job.seed)
-                    if key not in image_ids:
-                        png = ev.png if ev.png is not None else png_bytes(pixels[i])
-                        width, height = png_size(png)
-                        image_ids[key] = store.save_image(png=png, render_hash=key[0], prompt=ev.job.text, seed=ev.job.seed,
-                                                          width=width, height=height, batch_size=ev.batch_size)
-                    results[ev.job] = self._save(ev.job, image_ids[key], ev.scores, cached=False)
+            results.update((r.job, r) for r in self.record(evaluations, image_ids))
         rescore: list[tuple[Job, int]] = []
         for job in dict.fromkeys(jobs):
             if job in results:
@@ -307,6 +297,40 @@ class CachedEvaluator:
             for k, (job, image_id) in enumerate(rescore):
                 results[job] = self._save(job, image_id, {n: values[n][k] for n in self.reward_names}, cached=False)
         return [results[j] for j in jobs]
+
+    def record(self, evaluations: Sequence[Evaluation], image_ids: dict[tuple[str, str, int], int] | None = None
+               ) -> list[CachedEvaluation]:
+        """Store evaluations made elsewhere (this evaluator's inner one, or a bulk pipeline):
+        each image once (PNG encoded here unless it came encoded), every score, the batch's rows
+        in one transaction (the PNG files are written first)."""
+        import torch
+
+        store, image_ids = self.store, {} if image_ids is None else image_ids
+        for variant in dict.fromkeys(e.job.variant for e in evaluations):
+            store.add_render_config(variant.hash, variant.identity())
+        local = [i for i, e in enumerate(evaluations) if e.png is None]
+        pixels = dict(zip(local, to_uint8(torch.stack([evaluations[i].image for i in local])))) if local else {}
+        out = []
+        with store.atomic():
+            for i, ev in enumerate(evaluations):
+                key = (ev.job.variant.hash, ev.job.text, ev.job.seed)
+                if key not in image_ids:
+                    png = ev.png if ev.png is not None else png_bytes(pixels[i])
+                    width, height = png_size(png)
+                    image_ids[key] = store.save_image(png=png, render_hash=key[0], prompt=ev.job.text, seed=ev.job.seed,
+                                                      width=width, height=height, batch_size=ev.batch_size)
+                out.append(self._save(ev.job, image_ids[key], ev.scores, cached=False))
+        return out
+
+    def missing(self, jobs: Sequence[Job]) -> list[Job]:
+        """The distinct jobs the store cannot answer yet (no image, or a reward's score missing)."""
+        out = []
+        for job in dict.fromkeys(jobs):
+            image = self.store.find_image(job.variant.hash, job.text, job.seed)
+            if image is None or not all(self.store.find_score(image["id"], n, self.reward_versions[n], job.target)
+                                        for n in self.reward_names):
+                out.append(job)
+        return out
 
     def _save(self, job: Job, image_id: int, scores: dict[str, float], *, cached: bool) -> CachedEvaluation:
         ids = {}

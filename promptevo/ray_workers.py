@@ -135,8 +135,63 @@ class RayEvaluator:
             self._windows[variant.hash] = self._ray.get(self.actors[0].text_window.remote(variant))
         return self._windows[variant.hash]
 
-    def close(self) -> None:
+    def close_actors(self) -> None:
+        """Free the actors (and their devices), keeping Ray up for other work."""
         for actor in self.actors:
             self._ray.kill(actor)
+        self.actors = []
+
+    def close(self) -> None:
+        self.close_actors()
         if self._started:
             self._ray.shutdown()
+
+
+class ScoreBatch:
+    """Ray Data's callable class for bulk scoring: the local evaluator built once per actor; a
+    batch of jobs (pickled) in, PNG bytes and scores out."""
+
+    def __init__(self, spec: EvaluatorSpec):
+        self.worker = EvaluatorWorker(spec)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        import json
+        import pickle
+
+        import numpy as np
+
+        evaluations = self.worker.evaluate([pickle.loads(b) for b in batch["job"]])
+        return {"job": batch["job"], "png": np.array([e.png for e in evaluations], dtype=object),
+                "scores": np.array([json.dumps(e.scores) for e in evaluations], dtype=object),
+                "batch_size": np.array([e.batch_size for e in evaluations])}
+
+
+def bulk_evaluate(spec: EvaluatorSpec, jobs: Sequence[Job], cached, *, batch: int = 16, actors: int | None = None,
+                  address: str | None = None, actor_options: dict[str, Any] | None = None, progress=None) -> int:
+    """Render and score `jobs` with Ray Data (`map_batches` over a pool of ScoreBatch actors)
+    and store the results from the driver as they stream back, a batch per transaction.
+    Returns how many were evaluated."""
+    import json
+    import pickle
+
+    ray = import_ray()
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    if not jobs:
+        return 0
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    options = actor_options or ({"num_gpus": 1} if gpus else {"num_cpus": 1})
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    items = [{"job": pickle.dumps(j)} for j in jobs]
+    results = ray.data.from_items(items).map_batches(
+        ScoreBatch, fn_constructor_args=(spec,), batch_size=batch, concurrency=actors or max(gpus, 1),
+        batch_format="numpy", **options)
+    done = 0
+    for out in results.iter_batches(batch_size=batch, batch_format="numpy"):
+        cached.record([Evaluation(pickle.loads(j), None, json.loads(s), int(n), png=bytes(p))
+                       for j, p, s, n in zip(out["job"], out["png"], out["scores"], out["batch_size"])])
+        done += len(out["job"])
+        if progress:
+            progress(done, len(jobs))
+    return done

@@ -176,3 +176,28 @@ def test_a_driver_killed_on_ray_resumes_to_the_uninterrupted_result(tmp_path, ti
                    .run_all()["heldout"]}
     assert heldout.keys() == {r["arm"] for r in expected["heldout"]}
     assert all(abs(heldout[r["arm"]] - r["score_mean"]) < 2e-3 for r in expected["heldout"])
+
+
+@pytest.mark.slow
+def test_bulk_scoring_with_ray_data_equals_local_scoring(tmp_path, ray_evaluator):
+    """`db score --workers ray` (Ray Data, the driver writing back) gives the scores the local
+    evaluator gives, and a second run finds everything in the cache."""
+    import json
+
+    from promptevo.store import Store
+
+    (tmp_path / "p.txt").write_text("\n".join(PROMPTS) + "\n")
+    dbs = {}
+    for name in ("local", "ray"):
+        dbs[name] = tmp_path / f"{name}.db"
+        assert runner.invoke(app, ["db", "import", str(tmp_path / "p.txt"), "--db", str(dbs[name])]).exit_code == 0
+    local = runner.invoke(app, ["db", "score", "--db", str(dbs["local"]), "--seeds", "2", "--json"])
+    on_ray = runner.invoke(app, ["db", "score", "--db", str(dbs["ray"]), "--seeds", "2", "--batch", "4", "--workers", "ray", "--json"])
+    assert local.exit_code == 0 and on_ray.exit_code == 0, on_ray.output
+    a, b = ({r["text"]: r for r in json.loads(x.stdout)} for x in (local, on_ray))
+    assert a.keys() == b.keys() == set(PROMPTS)
+    assert all(abs(a[t]["mean"] - b[t]["mean"]) < 2e-3 for t in a)
+    again = runner.invoke(app, ["db", "score", "--db", str(dbs["ray"]), "--seeds", "2", "--workers", "ray", "--json"])
+    assert all(r["cached"] == 2 for r in json.loads(again.stdout))  # nothing rendered twice
+    with Store(dbs["ray"]) as store:
+        assert store.one("SELECT COUNT(*) AS n FROM images")["n"] == 2 * len(PROMPTS)
