@@ -72,6 +72,7 @@ class Evaluation:
     scores: dict[str, float]
     batch_size: int  # images per pipeline call that made it
     png: bytes | None = None  # encoded where it was made (a remote worker), so the driver only writes it
+    error: str | None = None  # the job failed on its worker (no image, no scores): why
 
     def pixels(self):
         """The image as a tensor, decoded from the PNG when that is what came back."""
@@ -198,10 +199,11 @@ def apply_post_ops(images, post_ops: Sequence[PostOp]):
 @dataclass(frozen=True)
 class CachedEvaluation:
     job: Job
-    image_id: int
+    image_id: int | None  # None when the job failed
     scores: dict[str, float]
     score_ids: dict[str, int]
     cached: bool  # nothing had to be rendered or scored
+    error: str | None = None  # the job failed on its worker: nothing was stored for it
 
     @property
     def score(self) -> float:
@@ -308,11 +310,14 @@ class CachedEvaluator:
         store, image_ids = self.store, {} if image_ids is None else image_ids
         for variant in dict.fromkeys(e.job.variant for e in evaluations):
             store.add_render_config(variant.hash, variant.identity())
-        local = [i for i, e in enumerate(evaluations) if e.png is None]
+        local = [i for i, e in enumerate(evaluations) if e.png is None and e.error is None]
         pixels = dict(zip(local, to_uint8(torch.stack([evaluations[i].image for i in local])))) if local else {}
         out = []
         with store.atomic():
             for i, ev in enumerate(evaluations):
+                if ev.error is not None:
+                    out.append(CachedEvaluation(ev.job, None, {}, {}, cached=False, error=ev.error))
+                    continue
                 key = (ev.job.variant.hash, ev.job.text, ev.job.seed)
                 if key not in image_ids:
                     png = ev.png if ev.png is not None else png_bytes(pixels[i])

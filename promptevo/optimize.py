@@ -522,9 +522,13 @@ class Optimizer:
                     text = fixed[name][pid] if fixed and name in fixed else rewrites[(iid, pid)]
                     entries.append((name, iid, pid, seed, Job(text, seed, naive, variant)))
         results = self.evaluator.evaluate([e[4] for e in entries])
+        for (name, iid, pid, seed, job), res in zip(entries, results):
+            if res.error is not None:  # a worker failed on it: recorded, the rest of the round goes on
+                self.repo.event(self.run_id, "job_failed", {"arm": name, "instruction_id": iid, "prompt_id": pid, "seed": seed,
+                                                            "text": job.text, "error": res.error}, round=r)
         self.repo.add_trials(self.run_id, r, [
             NewTrial(arm=name, instruction_id=iid, prompt_id=pid, seed=seed, image_id=res.image_id, score_ids=res.score_ids)
-            for (name, iid, pid, seed, _), res in zip(entries, results)])
+            for (name, iid, pid, seed, _), res in zip(entries, results) if res.error is None])
 
     def _evolve(self, r: int, parent: int) -> list[dict[str, Any]]:
         """The critic's gradient on the round's weakest arm (or, `parent = "best"`, its best),

@@ -439,6 +439,8 @@ class PromptDB:
             results = evaluator.evaluate(jobs[start : start + batch])
             with self.store.transaction() as conn:
                 for res in results:
+                    if res.error is not None:  # its worker failed on it: no score (scoring again retries it)
+                        continue
                     pid = by_text[res.job.text]
                     for score_id in res.score_ids.values():
                         conn.execute("INSERT OR IGNORE INTO prompt_scores (prompt_id, score_id, seed) VALUES (?, ?, ?)",

@@ -10,7 +10,9 @@ actor, so nothing is rendered twice), and the results come back in job order.
 Faults: actors restart without limit and Ray re-runs the method calls that were in flight on
 the restarted actor (max_task_retries), so a killed actor loses nothing; the driver stores a
 batch only once every shard has returned, so nothing is stored twice; a driver killed at any
-moment resumes as a local run does, from the store.
+moment resumes as a local run does, from the store. A job the worker raises on (not a dead
+actor) fails alone: its shard is re-run one job at a time and the failed job comes back with its
+error, which the optimiser records (event `job_failed`) before going on.
 """
 
 from __future__ import annotations
@@ -115,10 +117,25 @@ class RayEvaluator:
         self._ray = ray
 
     def evaluate(self, jobs: Sequence[Job]) -> list[Evaluation]:
+        """Every job's evaluation in job order; a job its worker raised on comes back with its
+        error (and no image), found by re-running the failed shard one job at a time."""
         parts = shards(jobs, len(self.actors))
-        results = self._ray.get([a.evaluate.remote(p) for a, p in zip(self.actors, parts)])
-        done = {e.job: e for part in results for e in part}
+        refs = [(a, p, a.evaluate.remote(p)) for a, p in zip(self.actors, parts)]
+        done: dict[Job, Evaluation] = {}
+        for actor, part, ref in refs:
+            try:
+                results = self._ray.get(ref)
+            except self._ray.exceptions.RayTaskError:  # raised in our code, not a dead actor (Ray re-runs those)
+                results = [self._one(actor, job) for job in part]
+            done.update((e.job, e) for e in results)
         return [done[j] for j in jobs]
+
+    def _one(self, actor, job: Job) -> Evaluation:
+        try:
+            return self._ray.get(actor.evaluate.remote([job]))[0]
+        except self._ray.exceptions.RayTaskError as exc:
+            cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+            return Evaluation(job, None, {}, 0, error=f"{type(cause).__name__}: {str(cause)[:500]}")
 
     def score(self, images, targets: Sequence[str], rewards: Sequence[str] | None = None,
               texts: Sequence[str] | None = None) -> dict[str, list[float]]:

@@ -201,3 +201,62 @@ def test_bulk_scoring_with_ray_data_equals_local_scoring(tmp_path, ray_evaluator
     assert all(r["cached"] == 2 for r in json.loads(again.stdout))  # nothing rendered twice
     with Store(dbs["ray"]) as store:
         assert store.one("SELECT COUNT(*) AS n FROM images")["n"] == 2 * len(PROMPTS)
+
+
+@pytest.mark.slow
+def test_a_job_its_actor_raises_on_fails_alone_and_the_rest_is_stored(ray_evaluator, store):
+    """A job the workers cannot do (a variant they do not render) comes back with its error; the
+    other jobs of its batch and shard are evaluated and stored, and it is stored nowhere."""
+    import dataclasses
+
+    from promptevo.evaluation import CachedEvaluator, Variant
+
+    jobs = jobs_for(ray_evaluator.search_variant, 6)
+    other = Variant(dataclasses.replace(ray_evaluator.search_variant.render, steps=3))
+    bad = Job("a waterfall, unrenderable", 7, "a waterfall", other)
+    out = CachedEvaluator(store, ray_evaluator).evaluate(jobs[:2] + [bad] + jobs[2:])
+    assert [o.job for o in out] == jobs[:2] + [bad] + jobs[2:]
+    failed = [o for o in out if o.error]
+    assert [o.job for o in failed] == [bad] and "does not render" in failed[0].error and failed[0].image_id is None
+    assert all(o.image_id and len(o.scores) == len(ray_evaluator.reward_names) for o in out if o is not failed[0])
+    assert store.one("SELECT COUNT(*) AS n FROM images")["n"] == len(jobs)
+
+
+def test_a_failed_job_is_recorded_and_the_round_goes_on(store, repo, tiny, evaluator):
+    """The optimiser stores every trial but the failed one's and records why it failed (a
+    scripted evaluator fails one job, as a Ray worker that raised on it reports it)."""
+    from promptevo.evaluation import CachedEvaluator
+    from promptevo.llm import ScriptedLLM
+    from promptevo.optimize import OptimizeConfig, Optimizer, create_run
+    from tests.scripted import script
+
+    class FailsOne:
+        def __init__(self, inner):
+            self.inner = inner
+            self.reward_names, self.reward_versions = inner.reward_names, inner.reward_versions
+            self.search_variant, self.final_variant = inner.search_variant, inner.final_variant
+            self.token_count, self.text_window, self.score = inner.token_count, inner.text_window, inner.score
+            self.failed = None
+
+        def evaluate(self, jobs):
+            from promptevo.evaluation import Evaluation
+
+            out = self.inner.evaluate(jobs)
+            if self.failed is None:
+                self.failed = next((j for j in jobs if j.text != j.target), None)  # one rewrite (naive jobs come first)
+            return [Evaluation(e.job, None, {}, 0, error="RuntimeError: CUDA error: out of memory")
+                    if e.job == self.failed else e for e in out]
+
+    config = OptimizeConfig(rounds=1, batch_size=3, population=2, select_prompts=0, eval_seeds=1, new_per_gradient=1)
+    run_id = create_run(store, tiny, config, PROMPTS)
+    fails = FailsOne(evaluator)
+    opt = Optimizer(store, run_id, llm=ScriptedLLM(script), evaluator=fails)
+    opt.search_round(1)
+    events = repo.events(run_id, "job_failed")
+    assert len(events) == 1 and "out of memory" in events[0]["data"]["error"] and events[0]["data"]["text"] == fails.failed.text
+    trials = repo.trials(run_id, round=1)
+    plan = repo.round(run_id, 1)
+    assert len(trials) == 3 * (1 + 2) - 1  # naive + two arms on three prompts, less the failed one
+    assert not [t for t in trials if t.rendered == fails.failed.text and t.seed == fails.failed.seed]
+    assert plan["status"] == "finished"
+    assert CachedEvaluator(store, evaluator).missing([fails.failed]) == [fails.failed]  # nothing stored for it
