@@ -22,40 +22,49 @@ import time
 from pathlib import Path
 
 
+def photographs(size: int):
+    """Real photographs (scikit-image's) at size x size, as [N, 3, H, W] floats: PNGs of real
+    pictures are the size a render's are (noise would be twice as large)."""
+    import skimage.data as data
+    import torch
+    from PIL import Image
+
+    from promptevo.score import pil_to_tensor
+
+    names = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
+    return pil_to_tensor([Image.fromarray(getattr(data, n)()).convert("RGB").resize((size, size)) for n in names]).to(torch.float32)
+
+
 class InstantEvaluator:
     """Ready images and scores, no compute: the driver's cost alone."""
 
     def __init__(self, size: int, rewards: int, png: bool):
-        import torch
-
         from promptevo.config import RenderConfig
         from promptevo.evaluation import Variant
+        from promptevo.render import png_bytes, to_uint8
 
         self.reward_names = tuple(f"reward-{i}" for i in range(rewards))
         self.reward_versions = {n: "v" for n in self.reward_names}
         self.search_variant = self.final_variant = Variant(RenderConfig(model="instant", steps=1, guidance=0.0, width=size, height=size))
-        self._image = torch.rand(3, size, size, generator=torch.Generator().manual_seed(0))
+        self.photos = photographs(size)
         self.png = png  # send PNG bytes, as Ray workers do (else float tensors, as the local evaluator)
-        self._pngs: dict[int, bytes] = {}
+        self.pngs = [png_bytes(p) for p in to_uint8(self.photos)]  # made ahead: the workers' encoding is not the driver's
 
     def evaluate(self, jobs):
         from promptevo.evaluation import Evaluation
 
-        from promptevo.render import png_bytes, to_uint8
-
         out = []
-        for j in jobs:  # a different image per job (a cache keyed by content must not collapse them)
-            image = lambda: (self._image + (j.seed % 97) / 97.0) % 1.0  # noqa: E731
+        for j in jobs:
             scores = {n: float(j.seed) for n in self.reward_names}
-            if self.png:  # made ahead: the workers' encoding is not the driver's time
-                key = j.seed % 97
-                if key not in self._pngs:
-                    self._pngs[key] = png_bytes(to_uint8(image()[None])[0])
-                # distinct bytes per job (so every image is its own file, as in a real run): the
-                # trailer replaced by the seed; the driver writes PNGs and reads their header only
-                out.append(Evaluation(j, None, scores, len(jobs), png=self._pngs[key][:-12] + j.seed.to_bytes(12, "big")))
-            else:
-                out.append(Evaluation(j, image(), scores, len(jobs)))
+            k = j.seed % len(self.pngs)
+            if self.png:
+                # distinct bytes per job (every image its own file, as in a real run): the trailer
+                # replaced by the seed; the driver writes PNGs and reads only their header
+                out.append(Evaluation(j, None, scores, len(jobs), png=self.pngs[k][:-12] + j.seed.to_bytes(12, "big")))
+            else:  # a distinct picture per job: one pixel row nudged by the seed
+                image = self.photos[k].clone()
+                image[0, 0, : 32] = (j.seed % 997) / 997.0
+                out.append(Evaluation(j, image, scores, len(jobs)))
         return out
 
 
@@ -65,7 +74,6 @@ def driver_ceiling(images: int, size: int, rewards: int, batch: int, png: bool) 
 
     inner = InstantEvaluator(size, rewards, png)
     jobs = [Job(f"prompt {i}", i, f"prompt {i}", inner.search_variant) for i in range(images)]
-    inner.evaluate(jobs[:97])  # the workers' PNGs made ahead
     with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "ceiling.db") as store:
         cached = CachedEvaluator(store, inner)
         t0 = time.perf_counter()
@@ -74,7 +82,8 @@ def driver_ceiling(images: int, size: int, rewards: int, batch: int, png: bool) 
         total = time.perf_counter() - t0
         assert store.one("SELECT COUNT(*) AS n FROM images")["n"] == images
     return {"images": images, "size": size, "rewards": rewards, "batch": batch, "seconds": round(total, 3),
-            "images_per_s": round(images / total, 1)}
+            "images_per_s": round(images / total, 1),
+            "png_kb": round(sum(map(len, inner.pngs)) / len(inner.pngs) / 1024, 1)}
 
 
 def ray_scaling(images: int) -> dict:

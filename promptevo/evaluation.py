@@ -14,6 +14,7 @@ text and seed). An evaluation is the image, in memory, and one value per reward 
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import functools
@@ -183,6 +184,9 @@ class LocalEvaluator:
                 for r in self.rewards if rewards is None or r.name in rewards}
 
 
+FILE_WRITERS = 4  # threads that hash and write a batch's PNG files
+
+
 def png_size(png: bytes) -> tuple[int, int]:
     """(width, height) from a PNG's header (IHDR), without decoding it."""
     return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
@@ -312,6 +316,10 @@ class CachedEvaluator:
             store.add_render_config(variant.hash, variant.identity())
         local = [i for i, e in enumerate(evaluations) if e.png is None and e.error is None]
         pixels = dict(zip(local, to_uint8(torch.stack([evaluations[i].image for i in local])))) if local else {}
+        pngs = {i: ev.png if ev.png is not None else png_bytes(pixels[i]) for i, ev in enumerate(evaluations)
+                if ev.error is None and (ev.job.variant.hash, ev.job.text, ev.job.seed) not in image_ids}
+        with concurrent.futures.ThreadPoolExecutor(FILE_WRITERS) as pool:  # hashing and writing release the GIL
+            written = dict(zip(pngs, pool.map(store.write_image_file, pngs.values())))
         out = []
         with store.atomic():
             for i, ev in enumerate(evaluations):
@@ -320,10 +328,9 @@ class CachedEvaluator:
                     continue
                 key = (ev.job.variant.hash, ev.job.text, ev.job.seed)
                 if key not in image_ids:
-                    png = ev.png if ev.png is not None else png_bytes(pixels[i])
-                    width, height = png_size(png)
-                    image_ids[key] = store.save_image(png=png, render_hash=key[0], prompt=ev.job.text, seed=ev.job.seed,
-                                                      width=width, height=height, batch_size=ev.batch_size)
+                    width, height = png_size(pngs[i])
+                    image_ids[key] = store.save_image(png=pngs[i], render_hash=key[0], prompt=ev.job.text, seed=ev.job.seed,
+                                                      width=width, height=height, batch_size=ev.batch_size, written=written[i])
                 out.append(self._save(ev.job, image_ids[key], ev.scores, cached=False))
         return out
 

@@ -258,18 +258,26 @@ class Store:
             [render_hash, prompt, seed],
         )
 
-    def save_image(
-        self, *, png: bytes, render_hash: str, prompt: str, seed: int, width: int, height: int, batch_size: int
-    ) -> int:
-        """Write the PNG under its content hash (atomically), then its row. Idempotent."""
+    def write_image_file(self, png: bytes) -> tuple[str, Path]:
+        """The PNG under its content hash (written atomically, once): (digest, path relative to
+        the artifact root). Thread-safe: a driver writes a batch's files in parallel."""
         digest = sha256_hex(png)
         rel = Path("images") / digest[:2] / f"{digest}.png"
         dest = self.artifacts / rel
         if not dest.exists():
             dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_suffix(f".tmp{os.getpid()}")
+            tmp = dest.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")
             tmp.write_bytes(png)
             os.replace(tmp, dest)
+        return digest, rel
+
+    def save_image(
+        self, *, png: bytes, render_hash: str, prompt: str, seed: int, width: int, height: int, batch_size: int,
+        written: tuple[str, Path] | None = None,
+    ) -> int:
+        """Write the PNG under its content hash (unless `written` says where it already is), then
+        its row. Idempotent."""
+        digest, rel = written or self.write_image_file(png)
         return int(self.lookup(
             "images", {"render_config_hash": render_hash, "prompt": prompt, "seed": seed},
             {"content_hash": digest, "path": str(rel), "width": width, "height": height,
