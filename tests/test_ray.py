@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from promptevo.cli import _register_subcommands, app
-from promptevo.evaluation import EvaluatorSpec, Job, LocalEvaluator
+from promptevo.evaluation import EvaluatorSpec, Job
 from promptevo.ray_workers import shards
 
 _register_subcommands()
