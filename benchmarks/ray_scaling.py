@@ -7,6 +7,8 @@
    What remains is the driver's bookkeeping per image: (PNG encoding,) the image file, its row,
    one score row per reward. Once with float tensors coming back (the driver encodes the PNGs,
    as with the local evaluator), once with PNG bytes (encoded by the workers, as Ray actors do).
+   And whole search rounds (planning, the LLM's rewrites from a scripted LLM, the cache, the
+   objective, arm statistics, the critic) in front of the same instant evaluator.
 2. Ray: images/s of the tiny models through `RayEvaluator` with one actor and with two, in one
    run, on this machine's cores (each actor gets the same share of a local Ray).
 """
@@ -50,12 +52,21 @@ class InstantEvaluator:
         self.png = png  # send PNG bytes, as Ray workers do (else float tensors, as the local evaluator)
         self.pngs = [png_bytes(p) for p in to_uint8(self.photos)]  # made ahead: the workers' encoding is not the driver's
 
+    def token_count(self, text, variant):
+        return len(text.split()) + 2
+
+    def text_window(self, variant):
+        return 77
+
+    def score(self, images, targets, rewards=None, texts=None):
+        return {n: [0.0] * len(targets) for n in self.reward_names if rewards is None or n in rewards}
+
     def evaluate(self, jobs):
         from promptevo.evaluation import Evaluation
 
         out = []
         for j in jobs:
-            scores = {n: float(j.seed) for n in self.reward_names}
+            scores = {n: float(hash((j.text, j.seed, n)) % 1000) / 100 for n in self.reward_names}
             k = j.seed % len(self.pngs)
             if self.png:
                 # distinct bytes per job (every image its own file, as in a real run): the trailer
@@ -84,6 +95,36 @@ def driver_ceiling(images: int, size: int, rewards: int, batch: int, png: bool) 
     return {"images": images, "size": size, "rewards": rewards, "batch": batch, "seconds": round(total, 3),
             "images_per_s": round(images / total, 1),
             "png_kb": round(sum(map(len, inner.pngs)) / len(inner.pngs) / 1024, 1)}
+
+
+def loop_ceiling(size: int, rewards: int, prompts: int, arms: int, rounds: int) -> dict:
+    """Whole search rounds (planning, rewrites by a scripted LLM, the cache and its writes, the
+    objective, arm statistics, the critic) in front of the instant evaluator: images/s of the
+    optimiser's own bookkeeping when rendering and scoring cost nothing."""
+    from promptevo.bench import scripted_llm
+    from promptevo.config import PROFILES
+    from promptevo.objective import weighted_spec
+    from promptevo.optimize import OptimizeConfig, Optimizer, create_run
+    from promptevo.store import Store
+
+    inner = InstantEvaluator(size, rewards, png=True)
+    spec = weighted_spec({"hps": 1.0}, {}, {"hps": inner.reward_names[0]})
+    config = OptimizeConfig(rounds=rounds, batch_size=prompts, population=arms + 1, arms_per_round=arms,
+                            new_per_gradient=1, select_prompts=0, heldout_fraction=0.1, objective=spec)
+    names = [f"subject {i}" for i in range(prompts * 2)]
+    with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "loop.db") as store:
+        run_id = create_run(store, PROFILES["tiny"], config, names)
+        optimizer = Optimizer(store, run_id, llm=scripted_llm(), evaluator=inner)
+        t0 = time.perf_counter()
+        for r in range(1, rounds + 1):
+            optimizer.search_round(r)
+        total = time.perf_counter() - t0
+        images = store.one("SELECT COUNT(*) AS n FROM images")["n"]
+        trials = store.one("SELECT COUNT(*) AS n FROM trials")["n"]
+    # the scripted LLM gives every instruction the same rewrite, so arms share images: trials
+    # (one per arm, prompt and seed, each with its scores) are the loop's unit of work
+    return {"rounds": rounds, "trials": trials, "images": images, "seconds": round(total, 3),
+            "trials_per_s": round(trials / total, 1), "images_per_s": round(images / total, 1)}
 
 
 def ray_scaling(images: int) -> dict:
@@ -128,6 +169,7 @@ def main() -> None:
               # when workers send PNG bytes (the Ray evaluator)
               "driver_ceiling_tensors": driver_ceiling(args.images, args.size, args.rewards, args.batch, png=False),
               "driver_ceiling_pngs": driver_ceiling(args.images, args.size, args.rewards, args.batch, png=True),
+              "loop_ceiling": loop_ceiling(args.size, args.rewards, prompts=64, arms=4, rounds=4),
               "target_images_per_s": 1600,
               "ray_tiny": ray_scaling(args.ray_images)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
