@@ -255,7 +255,7 @@ class Optimizer:
         # one pass over the stored trials for every instruction tried: the live ones' rows and
         # the run's current answer (possibly retired) come from the same statistics
         everything = [i for i in self.repo.instructions(self.run_id) if i["origin"] != "baseline"]
-        stats = {s.arm: s for s in self.arm_stats([i["id"] for i in everything])}
+        stats = self._progress_stats([i["id"] for i in everything])
         self.progress.round, self.progress.stage = round, stage
         self.progress.arms = []
         for p in pop:
@@ -267,6 +267,17 @@ class Optimizer:
         self.progress.best = self.answer(stats)
         self.progress.llm_calls_left = self._llm_calls_left(round, stage)
         self.on_progress(self.progress)
+
+    def _progress_stats(self, ids: list[int]) -> dict[int, bandit.ArmStats]:
+        """Arm statistics for the progress display. They read finished rounds only, so between
+        a round's stages they change only with new instructions, a finished round, a judgement
+        or another objective: recomputed then, not at each of a round's five updates."""
+        judged = self.repo.store.one("SELECT MAX(id) AS n FROM judgements WHERE run_id = ?", [self.run_id])["n"]
+        key = (tuple(ids), len(self.repo.finished_rounds(self.run_id)), judged,
+               json.dumps(self.objective.spec(), sort_keys=True))
+        if getattr(self, "_stats_key", None) != key:
+            self._stats_key, self._stats = key, {s.arm: s for s in self.arm_stats(ids)}
+        return self._stats
 
     def answer(self, stats: dict[int, bandit.ArmStats]) -> dict[str, Any] | None:
         """The instruction the run would answer with now (what `runs show` and `apply` use):
