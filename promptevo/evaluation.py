@@ -81,12 +81,9 @@ class Evaluation:
             return self.image
         import io
 
-        from PIL import Image
+        from promptevo.score import load_image_tensor
 
-        from promptevo.score import pil_to_tensor
-
-        with Image.open(io.BytesIO(self.png)) as im:
-            return pil_to_tensor([im])[0]
+        return load_image_tensor(io.BytesIO(self.png))
 
 
 class Evaluator(Protocol):
@@ -262,8 +259,6 @@ class CachedEvaluator:
         import torch
 
         store = self.store
-        for variant in dict.fromkeys(j.variant for j in jobs):
-            store.add_render_config(variant.hash, variant.identity())
         image_ids: dict[tuple[str, str, int], int] = {}
         for job in jobs:
             key = (job.variant.hash, job.text, job.seed)

@@ -36,6 +36,26 @@ def import_ray():
     return ray
 
 
+def connect(address: str | None):
+    """Ray, started locally or joined at `address` unless this process is already connected;
+    returns (ray, whether this call started it)."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return ray, False
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        raise UserError(f"cannot reach Ray at {address!r}: {exc}") from None
+    return ray, True
+
+
+def actor_defaults(ray, options: dict[str, Any] | None, actors: int | None) -> tuple[dict[str, Any], int]:
+    """The actors' resources and how many: one GPU each, one per GPU in the cluster (one CPU
+    actor without GPUs), unless given."""
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    return options or ({"num_gpus": 1} if gpus else {"num_cpus": 1}), actors or max(gpus, 1)
+
+
 class EvaluatorWorker:
     """What runs inside one actor: the local evaluator, built once from its spec."""
 
@@ -94,17 +114,8 @@ class RayEvaluator:
 
     def __init__(self, spec: EvaluatorSpec, *, address: str | None = None, actors: int | None = None,
                  actor_options: dict[str, Any] | None = None):
-        ray = import_ray()
-        self._started = not ray.is_initialized()
-        if self._started:
-            try:
-                ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-            except (ConnectionError, ValueError, RuntimeError) as exc:
-                raise UserError(f"cannot reach Ray at {address!r}: {exc}") from None
-        resources = ray.cluster_resources()
-        gpus = int(resources.get("GPU", 0))
-        options = actor_options or ({"num_gpus": 1} if gpus else {"num_cpus": 1})
-        self.size = actors or max(gpus, 1)
+        ray, self._started = connect(address)
+        options, self.size = actor_defaults(ray, actor_options, actors)
         # two calls at a time per actor: the LLM's token counts are answered while a batch renders
         worker = ray.remote(EvaluatorWorker).options(max_restarts=-1, max_task_retries=TASK_RETRIES, max_concurrency=2,
                                                      **options)
@@ -191,18 +202,15 @@ def bulk_evaluate(spec: EvaluatorSpec, jobs: Sequence[Job], cached, *, batch: in
     import json
     import pickle
 
-    ray = import_ray()
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray, _ = connect(address)
     if not jobs:
         return 0
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    options = actor_options or ({"num_gpus": 1} if gpus else {"num_cpus": 1})
+    options, actors = actor_defaults(ray, actor_options, actors)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     items = [{"job": pickle.dumps(j)} for j in jobs]
     results = ray.data.from_items(items).map_batches(
-        ScoreBatch, fn_constructor_args=(spec,), batch_size=batch, concurrency=actors or max(gpus, 1),
+        ScoreBatch, fn_constructor_args=(spec,), batch_size=batch, concurrency=actors,
         batch_format="numpy", **options)
     done = 0
     for out in results.iter_batches(batch_size=batch, batch_format="numpy"):

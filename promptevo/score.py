@@ -93,7 +93,8 @@ def image_batch(images, prompts: Sequence[str]):
 
 
 def load_image_tensor(path) -> "object":
-    """An image file as a [3, H, W] tensor in [0, 1] (to score an image made earlier)."""
+    """An image file (a path or a file object) as a [3, H, W] tensor in [0, 1] (to score an image
+    made earlier, or one that came back as PNG bytes)."""
     from PIL import Image
 
     with Image.open(path) as im:
