@@ -62,7 +62,11 @@ RayAddressOpt = Annotated[str | None, typer.Option(help="With --workers ray: a r
 RayActorsOpt = Annotated[int | None, typer.Option(min=1, help="With --workers ray: actors to start (default: one per GPU in the cluster, or 1).")]
 
 
-def _load_models(profile: Profile, workers: str = "local", ray_address: str | None = None, ray_actors: int | None = None):
+MaxModelsOpt = Annotated[int, typer.Option(min=1, help="Render models kept loaded at once (variants of one model share it); the least recently used is released first.")]
+
+
+def _load_models(profile: Profile, workers: str = "local", ray_address: str | None = None, ray_actors: int | None = None,
+                 max_models: int = 2):
     from promptevo import interrupts
     from promptevo.registry import Components, build_components, build_llm
 
@@ -73,11 +77,11 @@ def _load_models(profile: Profile, workers: str = "local", ray_address: str | No
             from promptevo.evaluation import EvaluatorSpec
             from promptevo.ray_workers import RayEvaluator
 
-            evaluator = RayEvaluator(EvaluatorSpec(render=profile.render, rewards=profile.rewards), address=ray_address,
-                                     actors=ray_actors)
+            evaluator = RayEvaluator(EvaluatorSpec(render=profile.render, rewards=profile.rewards, max_models=max_models),
+                                     address=ray_address, actors=ray_actors)
             components = Components(llm=build_llm(profile.llm), evaluator=evaluator)
         else:
-            components = build_components(profile)
+            components = build_components(profile, max_models=max_models)
     interrupts.check()  # a Ctrl-C during loading that a library swallowed stops here, before any work
     return components
 
@@ -144,6 +148,8 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
                   + ("" if steps else " no operation"))
         for s in steps:
             out.print(escape(f"  {s['op']} {s['value']:+g}" + (f": {s['reason']}" if s.get("reason") else "")))
+    if summary.get("variants"):
+        _print_variants(summary["variants"])
     if summary["heldout"]:
         table = Table("arm", "instruction", "mean HPS", "95% CI", "gain vs naive", "95% CI of gain", title="held-out prompts, fresh seeds")
         for row in summary["heldout"]:
@@ -154,6 +160,28 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
                 _fmt(d["mean"]) if d else "-", f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" if d else "-",
             )
         out.print(table)
+
+
+def _print_variants(v: dict[str, Any]) -> None:
+    weight = f", cost weight {v['cost_weight']:g} per s/image" if v["cost_weight"] else ""
+    table = Table("id", "variant", "status", "pulls", "mean gain", "95% CI", "s/image", "gain per GPU-s",
+                  title=f"render variants ({v['search']} search{weight}; gains before cost)")
+    for r in v["variants"]:
+        ci = "-" if r["ci_low"] is None else f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
+        status = r["status"] if not r["error"] else f"failed: {r['error'][:60]}"
+        table.add_row(str(r["id"]), escape(r["name"]), escape(status), str(r["pulls"]), _fmt(r["mean_gain"]), ci,
+                      "-" if r["seconds_per_image"] is None else f"{r['seconds_per_image']:.3f}", _fmt(r["gain_per_gpu_s"], 2))
+    out.print(table)
+    if v["routing"]:
+        table = Table("group", "prompts like", "instruction", "variant", "gain there", "gains", title="routing table")
+        for r in v["routing"]:
+            table.add_row(str(r["group"]), escape("; ".join(r["examples"])), f"#{r['instruction_id']}", escape(r["variant"]),
+                          _fmt(r["gain"]), str(r["n"]))
+        out.print(table)
+    d = v.get("routed_vs_best")
+    if d:
+        out.print(f"held-out: routed minus the best single arm ({escape(v['best_variant'] or '-')}) "
+                  f"{_fmt(d['mean'])} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] over {d['n']} (prompt, seed) pairs")
 
 
 ObjectiveOpt = Annotated[str | None, typer.Option(help="Weighted rewards from `promptevo rewards`, e.g. hps=1,clip=0.5,aesthetic=0.2; each reward's gain is divided by its scale. Default: HPS alone.")]
@@ -168,6 +196,20 @@ def _retouch_option(value: str | None):
     if not Path(value).is_file():
         raise UserError(f"--retouch is auto or a plan file; {value} is neither")
     return {"plan": load_plan(Path(value)).to_list()}
+
+
+def _variant_options(given: list[str] | None, path: Path | None, prof: Profile) -> tuple[dict, ...]:
+    """Candidate variants from --variant and --variants, named and checked against the profile
+    (a turbo model's limits, say) before any model loads."""
+    from promptevo.variants import load_variants, named, parse_variant, render_of
+
+    specs = [parse_variant(v) for v in given or []] + (load_variants(path) if path else [])
+    if len(specs) == 1:
+        err.print("note: one variant is searched like the profile's own settings: give two or more to choose between")
+    specs = named(specs)
+    for s in specs:
+        render_of(prof.render, s)  # raises on settings the model cannot take
+    return tuple(specs)
 
 
 def _with_objective(prof: Profile, objective: str | None, guard) -> tuple[Profile, dict]:
@@ -237,12 +279,19 @@ def optimize(
     channels_last: ChannelsLastOpt = False,
     compile_: CompileOpt = False,
     tiny_vae: TinyVaeOpt = None,
+    variant: Annotated[list[str] | None, typer.Option(help="A candidate render variant, e.g. steps=2 or model=PATH,steps=4,guidance=5,scheduler=EulerDiscreteScheduler,size=512x512,retouch=PLAN.json,name=fast. Repeatable: instruction and variant are then optimised together and prompts routed by group.")] = None,
+    variants_file: Annotated[Path | None, typer.Option("--variants", help="A TOML file of [[variant]] tables (the same settings as --variant).")] = None,
+    variant_search: Annotated[str, typer.Option(help="How pairs are searched: factored (a selector for instructions, another for variants) or joint (one selector over every pair).")] = "factored",
+    route_groups: Annotated[int, typer.Option(min=1, help="Prompt groups (clusters of sentence embeddings) of the routing table.")] = 3,
+    cost_weight: Annotated[float, typer.Option(help="Objective units lost per second a variant takes per image (measured as the run goes).")] = 0.0,
+    max_models: MaxModelsOpt = 2,
     workers: WorkersOpt = "local",
     ray_address: RayAddressOpt = None,
     ray_actors: RayActorsOpt = None,
     as_json: JsonOpt = False,
 ):
-    """Evolve the rewriting instruction on your prompts and compare it on held-out prompts."""
+    """Evolve the rewriting instruction on your prompts and compare it on held-out prompts;
+    with --variant, the render settings as well, routed per prompt group."""
     from promptevo.optimize import OptimizeConfig, create_run
     from promptevo.templates import SEED_INSTRUCTIONS
 
@@ -283,7 +332,8 @@ def optimize(
         config = dataclasses.replace(config, objective=spec)
     config = dataclasses.replace(config, goal=goal, agent_every=agent_every,
                                  feedback_file=str(feedback_file.resolve()) if feedback_file else None,
-                                 retouch=_retouch_option(retouch))
+                                 retouch=_retouch_option(retouch), variants=_variant_options(variant, variants_file, prof),
+                                 variant_search=variant_search, route_groups=route_groups, cost_weight=cost_weight)
     config.validate()
     if db.exists():  # a damaged or read-only database fails here, before minutes of model loading
         Store(db).close()
@@ -293,7 +343,7 @@ def optimize(
         from promptevo.references import check_reference_db
 
         check_reference_db(config.reference_db)
-    models = _load_models(prof, workers, ray_address, ray_actors)  # missing weights fail here, before the database is touched
+    models = _load_models(prof, workers, ray_address, ray_actors, max_models)  # missing weights fail here, before the database is touched
     Store.make_folder(db)
     with Store(db) as store:
         run_id = create_run(store, prof, config, given)
@@ -374,6 +424,7 @@ def runs_resume(
     run_id: str,
     db: DbOpt = Path("promptevo.db"),
     wait: Annotated[bool, typer.Option("--wait", help="If another process is working on the run, wait for it to stop, then continue.")] = False,
+    max_models: MaxModelsOpt = 2,
     workers: WorkersOpt = "local",
     ray_address: RayAddressOpt = None,
     ray_actors: RayActorsOpt = None,
@@ -394,7 +445,7 @@ def runs_resume(
         if not wait:
             check_free(repo, run_id)  # refuse before minutes of model loading
         profile = _stored_profile(store, run_id)
-        _run_loop(store, run_id, profile, as_json, _load_models(profile, workers, ray_address, ray_actors), wait=wait)
+        _run_loop(store, run_id, profile, as_json, _load_models(profile, workers, ray_address, ray_actors, max_models), wait=wait)
 
 
 @runs_app.command("feedback")
@@ -455,7 +506,9 @@ def apply(
     seed: Annotated[int, typer.Option(help="Sampling seed (local models).")] = 0,
     as_json: JsonOpt = False,
 ):
-    """Rewrite new prompts with a run's best instruction (and the run's own LLM)."""
+    """Rewrite new prompts with a run's best instruction (and the run's own LLM). A run with
+    render variants routes each prompt by its group: its instruction, and the variant to render
+    it with."""
     from promptevo.generator import rewrite
     from promptevo.registry import build_llm
     from promptevo.repository import RunRepository
@@ -472,16 +525,41 @@ def apply(
     if provisional:
         err.print(f"[yellow]run {run_id} is not finished:[/] instruction #{best['id']} is provisional (its best so far); "
                   f"`promptevo runs resume {run_id} --db {db}` finishes it", soft_wrap=True)
+    with Store(db, readonly=True) as store:
+        repo = RunRepository(store)
+        routes = repo.routes(run_id)
+        variants = {v["id"]: v for v in repo.variants(run_id)}
+        texts = {i["id"]: i["text"] for i in repo.instructions(run_id)}
+    chosen = [(best["id"], None)] * len(prompts)
+    if routes:  # each prompt by its nearest group of the run's routing table
+        import numpy as np
+
+        from promptevo.embed import shared_embedder
+        from promptevo.routing import assign
+
+        with err.status("routing prompts"):
+            groups = assign(shared_embedder().encode(prompts), np.array([r["centroid"] for r in routes]))
+        chosen = [(routes[int(g)]["instruction_id"], routes[int(g)]) for g in groups]
     with err.status("loading LLM"):
         llm = build_llm(prof.llm)
-    results = rewrite(llm, best["text"], prompts, seed=seed)
-    rows = [{"prompt": r.prompt, "rewrite": r.text, "instruction_id": best["id"], "provisional": provisional} for r in results]
+    rows: list[dict[str, Any] | None] = [None] * len(prompts)
+    for iid in dict.fromkeys(i for i, _ in chosen):  # one batch per instruction
+        idx = [k for k, (i, _) in enumerate(chosen) if i == iid]
+        for k, r in zip(idx, rewrite(llm, texts[iid], [prompts[k] for k in idx], seed=seed)):
+            route = chosen[k][1]
+            rows[k] = {"prompt": r.prompt, "rewrite": r.text, "instruction_id": iid, "provisional": provisional}
+            if route is not None:
+                v = variants[route["variant_id"]]
+                rows[k].update(group=route["group"], variant=v["name"],
+                               render={key: val for key, val in v["spec"].items() if key != "name"})
     if as_json:
         print_json(rows)
     else:
-        table = Table("prompt", "rewrite", title=f"instruction #{best['id']}")
+        title = "routed by the run's routing table" if routes else f"instruction #{best['id']}"
+        table = Table("prompt", "rewrite", *(("instruction", "variant") if routes else ()), title=title)
         for r in rows:
-            table.add_row(r["prompt"], r["rewrite"])
+            table.add_row(escape(r["prompt"]), escape(r["rewrite"]),
+                          *((f"#{r['instruction_id']}", escape(r["variant"])) if routes else ()))
         out.print(table)
 
 

@@ -49,6 +49,7 @@ class RenderConfig:
     compile: bool = False  # torch.compile the UNet (slow first call, faster after)
     tiny_vae: str | None = None  # TAESD decoder (hub id, folder, or "tiny") instead of the full VAE
     kind: str = "diffusers"  # the registered renderer that draws it: diffusers, tiny, synthetic
+    scheduler: str | None = None  # a diffusers scheduler class name (e.g. EulerDiscreteScheduler); None: the model's own
 
     def __post_init__(self) -> None:
         # Turbo models are distilled for 1-4 steps without classifier-free guidance; more steps
@@ -67,7 +68,7 @@ class RenderConfig:
         d = self.to_dict()
         d.pop("max_batch")
         d.pop("kind")  # which code draws it; the model reference already names what is drawn
-        for key, default in (("channels_last", False), ("compile", False), ("tiny_vae", None)):
+        for key, default in (("channels_last", False), ("compile", False), ("tiny_vae", None), ("scheduler", None)):
             if d[key] == default:
                 d.pop(key)
         return d

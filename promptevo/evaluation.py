@@ -74,6 +74,7 @@ class Evaluation:
     batch_size: int  # images per pipeline call that made it
     png: bytes | None = None  # encoded where it was made (a remote worker), so the driver only writes it
     error: str | None = None  # the job failed on its worker (no image, no scores): why
+    render_s: float = 0.0  # seconds its variant's batch took to draw, per image (the variant's cost)
 
     def pixels(self):
         """The image as a tensor, decoded from the PNG when that is what came back."""
@@ -108,15 +109,23 @@ class EvaluatorSpec:
 
     render: RenderConfig
     rewards: tuple[ScorerConfig, ...]
+    max_models: int = 2  # render models the pool keeps loaded at once (variants of one model count once)
 
 
 class LocalEvaluator:
-    def __init__(self, renderer: Renderer, rewards: Sequence[RewardModel]):
+    def __init__(self, renderer: Renderer, rewards: Sequence[RewardModel], max_models: int = 2):
+        from promptevo.model_pool import ModelPool
+        from promptevo.registry import build_renderer
+
         if not rewards:
             raise UserError("an evaluator needs at least one reward model")
         self.renderer, self.rewards = renderer, list(rewards)
         final = renderer.full_decoder()
-        self._renderers = {renderer.config.hash: renderer, final.config.hash: final}
+        # every render variant's pipeline comes from the pool: the profile's own first, others
+        # (another model, steps, scheduler) loaded when a job asks for them
+        self.pool = ModelPool(build_renderer, max_models)
+        self.pool.add(renderer, renderer.config)
+        self.pool.add(final, final.config)
         self.search_variant, self.final_variant = Variant(renderer.config), Variant(final.config)
         self.reward_names = tuple(r.name for r in self.rewards)
         self.reward_versions = {r.name: r.version for r in self.rewards}
@@ -129,13 +138,11 @@ class LocalEvaluator:
         from promptevo.registry import build_renderer, build_reward
 
         renderer = build_renderer(spec.render)  # first: missing weights fail fast
-        return cls(renderer, [build_reward(r) for r in spec.rewards])
+        return cls(renderer, [build_reward(r) for r in spec.rewards], spec.max_models)
 
     def renderer_for(self, variant: Variant) -> Renderer:
-        try:
-            return self._renderers[variant.render.hash]
-        except KeyError:
-            raise UserError(f"this evaluator does not render {variant.render.model!r} with these settings") from None
+        """The renderer that draws `variant` (VariantUnavailable when its model cannot load)."""
+        return self.pool.get(variant.render)
 
     def token_count(self, text: str, variant: Variant) -> int:
         return self.renderer_for(variant).token_count(text)
@@ -145,31 +152,47 @@ class LocalEvaluator:
 
     def evaluate(self, jobs: Sequence[Job]) -> list[Evaluation]:
         """Render each distinct (variant, text, seed) once, one batch per variant, apply the
-        variant's post-ops, and score every job with every reward in one batch."""
+        variant's post-ops, and score every job with every reward in one batch. A variant that
+        cannot be loaded or drawn (not the evaluator's own) fails its jobs alone, with the reason."""
         import torch
 
-        images: dict[tuple[str, str, int], tuple[Any, int]] = {}
+        from promptevo.model_pool import VariantUnavailable
+
+        images: dict[tuple[str, str, int], tuple[Any, int, float]] = {}
+        failed: dict[str, str] = {}
         by_variant: dict[Variant, list[tuple[str, int]]] = {}
         for job in jobs:
             by_variant.setdefault(job.variant, [])
             key = (job.text, job.seed)
             if key not in by_variant[job.variant]:
                 by_variant[job.variant].append(key)
+        own = {self.search_variant.render.hash, self.final_variant.render.hash}
         for variant, keys in by_variant.items():
-            batch = self.renderer_for(variant).render([t for t, _ in keys], [s for _, s in keys])
+            t0 = time.perf_counter()
+            try:
+                batch = self.renderer_for(variant).render([t for t, _ in keys], [s for _, s in keys])
+            except VariantUnavailable as exc:
+                failed[variant.hash] = str(exc)
+                continue
+            except Exception as exc:  # noqa: BLE001 - a candidate variant failing must not stop the run
+                if variant.render.hash in own:
+                    raise
+                failed[variant.hash] = f"{type(exc).__name__}: {exc}"
+                continue
             pixels = apply_post_ops(batch.images, variant.post_ops)
+            per_image = (time.perf_counter() - t0) / max(len(keys), 1)
             for i, (text, seed) in enumerate(keys):
-                images[(variant.hash, text, seed)] = (pixels[i], batch.batch_sizes[i])
-        unique = list(dict.fromkeys(jobs))
-        if not unique:
-            return []
-        tensors = [images[(j.variant.hash, j.text, j.seed)][0] for j in unique]
-        stacked = torch.stack([t.to(tensors[0].device) for t in tensors])
-        values = self.score(stacked, [j.target for j in unique], texts=[j.text for j in unique])
-        done = {j: Evaluation(j, images[(j.variant.hash, j.text, j.seed)][0],
-                              {name: values[name][i] for name in self.reward_names},
-                              images[(j.variant.hash, j.text, j.seed)][1])
-                for i, j in enumerate(unique)}
+                images[(variant.hash, text, seed)] = (pixels[i], batch.batch_sizes[i], per_image)
+        unique = [j for j in dict.fromkeys(jobs) if j.variant.hash not in failed]
+        done = {j: Evaluation(j, None, {}, 0, error=failed[j.variant.hash]) for j in jobs if j.variant.hash in failed}
+        if unique:
+            tensors = [images[(j.variant.hash, j.text, j.seed)][0] for j in unique]
+            stacked = torch.stack([t.to(tensors[0].device) for t in tensors])
+            values = self.score(stacked, [j.target for j in unique], texts=[j.text for j in unique])
+            for i, j in enumerate(unique):
+                image, batch_size, seconds = images[(j.variant.hash, j.text, j.seed)]
+                done[j] = Evaluation(j, image, {name: values[name][i] for name in self.reward_names}, batch_size,
+                                     render_s=seconds)
         return [done[j] for j in jobs]
 
     def score(self, images, targets: Sequence[str], rewards: Sequence[str] | None = None,
@@ -223,6 +246,14 @@ class CachedEvaluator:
         self.reward_versions = dict(self.inner.reward_versions)
         self._lock = threading.Lock()  # one evaluation at a time: the overlapped thread and the loop
         self.compute_s = 0.0  # seconds spent rendering and scoring (the inner evaluator's calls)
+        self._costs: dict[str, list[float]] = {}  # variant hash -> [images drawn, seconds drawing them], not yet taken
+
+    def take_costs(self) -> dict[str, tuple[int, float]]:
+        """Images drawn and seconds spent drawing them per variant hash since the last call
+        (cached images cost nothing): what the optimiser records as each variant's cost."""
+        with self._lock:
+            taken, self._costs = self._costs, {}
+        return {h: (int(n), s) for h, (n, s) in taken.items()}
 
     def token_count(self, text: str, variant: Variant) -> int:
         return self.inner.token_count(text, variant)
@@ -272,6 +303,10 @@ class CachedEvaluator:
             t0 = time.perf_counter()
             evaluations = self.inner.evaluate(to_render)
             self.compute_s += time.perf_counter() - t0
+            for e in evaluations:
+                if e.error is None:
+                    cost = self._costs.setdefault(e.job.variant.hash, [0, 0.0])
+                    cost[0], cost[1] = cost[0] + 1, cost[1] + e.render_s
             results.update((r.job, r) for r in self.record(evaluations, image_ids))
         rescore: list[tuple[Job, int]] = []
         for job in dict.fromkeys(jobs):

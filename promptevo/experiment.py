@@ -78,6 +78,10 @@ class ExperimentConfig:
         for key in ("initial_instructions", "baselines"):
             if key in merged:
                 merged[key] = tuple(merged[key])
+        if merged.get("variants"):
+            from promptevo.variants import check_spec, named
+
+            merged["variants"] = tuple(named([check_spec(dict(v), f"{self.path} arm {arm!r}") for v in merged["variants"]]))
         config = OptimizeConfig(**merged)
         config.validate()
         return config
@@ -225,6 +229,22 @@ def _run_metrics(db: Path) -> dict[str, Any]:
     return {"gains": gains, "curve": curve, "reward_gains": reward_gains, "budget": budget}
 
 
+def _routing_rows(metrics: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per arm whose runs routed prompts: the routed held-out gain, the best single arm's, and
+    routed minus best paired within each run (the same prompts and seeds), CI over repeats."""
+    rows = []
+    for arm, ms in metrics.items():
+        pairs = [(m["gains"]["routed"], m["gains"]["best"]) for m in ms if "routed" in m["gains"] and "best" in m["gains"]]
+        if len(pairs) < 2:
+            continue
+        routed, best = mean_ci([a for a, _ in pairs]), mean_ci([b for _, b in pairs])
+        d = mean_ci([a - b for a, b in pairs])
+        rows.append({"arm": arm, "runs": len(pairs), "routed": routed.mean, "routed_low": routed.low, "routed_high": routed.high,
+                     "best": best.mean, "best_low": best.low, "best_high": best.high,
+                     "diff": d.mean, "diff_low": d.low, "diff_high": d.high, "diff_excludes_zero": d.excludes_zero()})
+    return rows
+
+
 def summarise(cfg: ExperimentConfig, out: Path) -> dict[str, Any]:
     metrics: dict[str, list[dict[str, Any]]] = {}
     for arm in cfg.arms:
@@ -273,7 +293,8 @@ def summarise(cfg: ExperimentConfig, out: Path) -> dict[str, Any]:
                 row.update(diff_vs_reference=d.mean, diff_ci_low=d.low, diff_ci_high=d.high, diff_excludes_zero=d.excludes_zero())
             per_reward.append(row)
     return {"name": cfg.name, "models": cfg.models, "repeats": cfg.repeats, "reference_arm": cfg.reference_arm,
-            "rows": rows + baselines, "curves": curves, "synthetic": cfg.models == "synthetic", "per_reward": per_reward}
+            "rows": rows + baselines, "curves": curves, "synthetic": cfg.models == "synthetic", "per_reward": per_reward,
+            "routing": _routing_rows(metrics)}
 
 
 def _f(v: Any) -> str:
@@ -308,6 +329,16 @@ def write_results(cfg: ExperimentConfig, out: Path, results: dict[str, Any]) -> 
             diff = "" if "diff_vs_reference" not in r else f"{r['diff_vs_reference']:+.3f}"
             dci = "" if "diff_vs_reference" not in r else f"[{r['diff_ci_low']:+.3f}, {r['diff_ci_high']:+.3f}]" + (" *" if r["diff_excludes_zero"] else "")
             lines.append(f"| {r['reward']} | {r['arm']} | {r['runs']} | {r['heldout_gain']:+.3f} | [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] | {diff} | {dci} |")
+    if results.get("routing"):
+        lines += ["", "Routing: each held-out prompt drawn with its group's (instruction, variant) from the run's routing "
+                  "table, against the best single arm on the same prompts and seeds; the difference is paired within "
+                  "each run, the interval is over repeats.", "",
+                  "| arm | runs | routed gain | 95% CI | best single arm | 95% CI | routed - best | 95% CI |",
+                  "|---|---:|---:|---|---:|---|---:|---|"]
+        for r in results["routing"]:
+            lines.append(f"| {r['arm']} | {r['runs']} | {r['routed']:+.3f} | [{r['routed_low']:+.3f}, {r['routed_high']:+.3f}] | "
+                         f"{r['best']:+.3f} | [{r['best_low']:+.3f}, {r['best_high']:+.3f}] | {r['diff']:+.3f} | "
+                         f"[{r['diff_low']:+.3f}, {r['diff_high']:+.3f}]{' *' if r['diff_excludes_zero'] else ''} |")
     budgets = [r for r in results["rows"] if "budget" in r]
     if budgets:
         lines += ["", "Budget per run (mean over repeats): images the optimiser scored to decide (search rounds and "

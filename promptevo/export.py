@@ -33,4 +33,7 @@ def export_run(store: Store, run_id: str) -> dict[str, Any]:
         "llm_calls": repo.llm_calls(run_id),
         "events": repo.events(run_id),
         "judgements": repo.judgements(run_id),  # pairwise judgements from `promptevo serve`
+        "variants": repo.variants(run_id),  # candidate render variants, their cost and status (--variant)
+        "arms": repo.arms(run_id),  # (instruction, variant) pairs
+        "routes": repo.routes(run_id),  # the routing table: per prompt group, its centroid and arm
     }

@@ -372,6 +372,53 @@ def m005_judgements(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX idx_judgements_run ON judgements(run_id)")
 
 
+@migration
+def m006_variants(db: sqlite_utils.Database) -> None:
+    """Render variants as part of what a run optimises: the run's candidate variants (render
+    settings and an optional retouch plan, with their measured cost and whether they failed),
+    the arms as (instruction, variant) pairs, and the per-prompt-group routing table."""
+    db.execute(
+        """
+        CREATE TABLE variants (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL REFERENCES runs(id),
+            name TEXT NOT NULL,
+            spec_json TEXT NOT NULL,
+            search_hash TEXT NOT NULL,
+            final_hash TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'live' CHECK (status IN ('live', 'failed')),
+            error TEXT,
+            images INTEGER NOT NULL DEFAULT 0,
+            render_s REAL NOT NULL DEFAULT 0,
+            UNIQUE (run_id, name)
+        )"""
+    )
+    db.execute(
+        """
+        CREATE TABLE arms (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL REFERENCES runs(id),
+            instruction_id INTEGER NOT NULL REFERENCES instructions(id),
+            variant_id INTEGER NOT NULL REFERENCES variants(id),
+            created_round INTEGER NOT NULL,
+            UNIQUE (run_id, instruction_id, variant_id)
+        )"""
+    )
+    db.execute(
+        """
+        CREATE TABLE routes (
+            run_id TEXT NOT NULL REFERENCES runs(id),
+            grp INTEGER NOT NULL,
+            centroid_json TEXT NOT NULL,
+            examples_json TEXT NOT NULL,
+            arm_id INTEGER NOT NULL REFERENCES arms(id),
+            gain REAL,
+            n INTEGER NOT NULL,
+            PRIMARY KEY (run_id, grp)
+        )"""
+    )
+
+
 def pending_migrations(conn) -> list[str]:
     """Names of the migrations a database still needs (all of them for a new file)."""
     try:

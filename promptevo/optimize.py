@@ -82,6 +82,10 @@ class OptimizeConfig:
     agent_every: int = 2  # search rounds between the agent's decisions
     feedback_file: str | None = None  # a file of free-text feedback the agent reads at each decision
     retouch: Any = None  # None, "auto" (planned and refined on the first renders), or {"plan": [steps]}
+    variants: tuple[dict[str, Any], ...] = ()  # candidate render variants (specs, named); arms become (instruction, variant)
+    variant_search: str = "factored"  # factored: a selector per factor; joint: one selector over (instruction, variant) pairs
+    route_groups: int = 3  # prompt groups of the routing table (with variants)
+    cost_weight: float = 0.0  # objective units lost per second a variant takes per image
 
     def validate(self) -> None:
         checks = [
@@ -106,6 +110,10 @@ class OptimizeConfig:
             ("reference" not in self.baselines or bool(self.reference_db), "the reference baseline needs a reference database"),
             (len(self.initial_instructions) >= 1, "at least one initial instruction"),
             (self.retouch in (None, "auto") or isinstance(self.retouch, dict), "--retouch is auto or a plan file"),
+            (self.variant_search in ("factored", "joint"), f"--variant-search is factored or joint (got {self.variant_search!r})"),
+            (self.route_groups >= 1, "--route-groups must be >= 1"),
+            (self.cost_weight >= 0 and math.isfinite(self.cost_weight), f"--cost-weight must be a finite number >= 0 (got {self.cost_weight})"),
+            (not self.cost_weight or bool(self.variants), "--cost-weight weighs the variants' cost: give candidate variants (--variant)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -116,9 +124,11 @@ class OptimizeConfig:
         d = dataclasses.asdict(self)
         d["initial_instructions"] = list(self.initial_instructions)
         d["baselines"] = list(self.baselines)
+        d["variants"] = [dict(v) for v in self.variants]
         for key, default in (("objective", None), ("goal", None), ("agent_every", 2), ("feedback_file", None),
                              ("retouch", None), ("parent", "weakest"), ("history", False), ("merge", False),
-                             ("pareto_set", 0)):
+                             ("pareto_set", 0), ("variants", []), ("variant_search", "factored"), ("route_groups", 3),
+                             ("cost_weight", 0.0)):
             if d[key] == default:
                 d.pop(key)  # runs that use the defaults keep the hash they had
         return d
@@ -128,6 +138,7 @@ class OptimizeConfig:
         d = dict(d)
         d["initial_instructions"] = tuple(d.get("initial_instructions") or SEED_INSTRUCTIONS)
         d["baselines"] = tuple(d.get("baselines") or ())
+        d["variants"] = tuple(dict(v) for v in d.get("variants") or ())
         return cls(**{k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}})
 
 
@@ -163,8 +174,13 @@ def create_run(store: Store, profile: Profile, config: OptimizeConfig, prompts: 
     instructions = [(text, "seed") for text in config.initial_instructions[: max(config.population, 1)]]
     if "refine" in config.baselines:  # never in the population: evaluated on held-out prompts only
         instructions.append((REFINE_INSTRUCTION, "baseline"))
-    RunRepository(store).create_run(run_id=run_id, profile=profile.name, config=full, config_hash=config_hash(full),
-                                    seed=config.seed, splits={"optimize": opt, "heldout": held}, instructions=instructions)
+    repo = RunRepository(store)
+    with repo.atomic():
+        repo.create_run(run_id=run_id, profile=profile.name, config=full, config_hash=config_hash(full),
+                        seed=config.seed, splits={"optimize": opt, "heldout": held}, instructions=instructions)
+        if config.variants:  # their image hashes are set by the optimiser, which knows the resolved render config
+            repo.add_variants(run_id, [{"name": v["name"], "spec": v, "search_hash": "", "final_hash": ""}
+                                       for v in config.variants])
     return run_id
 
 
@@ -318,6 +334,8 @@ class Optimizer:
             try:
                 if self.config.retouch is not None:
                     self.retouch_stage()
+                if self.config.variants:
+                    self._sync_variants()
                 for r in range(1, self.config.rounds + 1):
                     if r not in finished:
                         self.search_round(r)
@@ -433,6 +451,9 @@ class Optimizer:
         def make_plan() -> dict[str, Any]:
             rng = self._rng(r)
             prompts, seeds = self._draw_prompts(r, rng)
+            if cfg.variants:
+                pairs = self._pick_pairs(r, rng)
+                return {"prompts": prompts, "seeds": seeds, "arms": list(dict.fromkeys(i for i, _ in pairs)), "pairs": pairs}
             pop = self.population()
             arms = self.selector.select(self.arm_stats([p["id"] for p in pop]), cfg.arms_per_round, rng)
             return {"prompts": prompts, "seeds": seeds, "arms": [int(a) for a in arms]}
@@ -449,7 +470,7 @@ class Optimizer:
         with self._gpu_meanwhile(self._naive_jobs(plan["prompts"], plan["seeds"], variant)):  # naive images need no LLM
             rewrites = self._rewrites(r, [(str(a), a, text) for a, text in arms.items()], plan["prompts"], variant)
         self._emit("rendering and scoring", r)
-        self._evaluate_trials(r, plan, [(str(a), a) for a in arms], rewrites, variant)
+        self._evaluate_trials(r, plan, self._plan_arms(plan, final=False), rewrites, variant)
 
         self._emit("gradient", r)
         rewards = {row["arm"]: row["reward"] for row in round_rewards(self.repo, self.run_id, self.objective, r) if row["round"] == r}
@@ -518,28 +539,176 @@ class Optimizer:
         return have
 
     def _evaluate_trials(
-        self, r: int, plan: dict[str, Any], arms: Sequence[tuple[str, int | None]],
-        rewrites: dict[tuple[int, str], str], variant: Variant, fixed: dict[str, dict[str, str]] | None = None,
+        self, r: int, plan: dict[str, Any], arms: Sequence[tuple], rewrites: dict[tuple[int, str], str],
+        variant: Variant, fixed: dict[str, dict[str, str]] | None = None,
+        routed: dict[str, tuple[int, Variant]] | None = None,
     ) -> None:
-        """Evaluate the naive prompts and every arm's rewrites on the plan's seeds (paired), all
-        against the naive prompt, and store the trials with every reward's score."""
+        """Evaluate the naive prompts (on `variant`, the profile's own settings) and every arm's
+        rewrites on the plan's seeds (paired), all against the naive prompt, and store the trials
+        with every reward's score. An arm is (name, instruction id) drawn on `variant`, or
+        (name, instruction id, its variant); `routed` gives each prompt its group's arm."""
         texts = self.repo.prompt_texts(plan["prompts"])
         entries: list[tuple[str, int | None, str, int, Job]] = []
         for pid, seeds in zip(plan["prompts"], plan["seeds"]):
             naive = texts[pid]
             for seed in seeds:
                 entries.append(("naive", None, pid, seed, Job(naive, seed, naive, variant)))
-                for name, iid in arms:
+                for name, iid, *own in arms:
                     text = fixed[name][pid] if fixed and name in fixed else rewrites[(iid, pid)]
-                    entries.append((name, iid, pid, seed, Job(text, seed, naive, variant)))
+                    entries.append((name, iid, pid, seed, Job(text, seed, naive, own[0] if own else variant)))
+                if routed and pid in routed:
+                    iid, v = routed[pid]
+                    entries.append(("routed", iid, pid, seed, Job(rewrites[(iid, pid)], seed, naive, v)))
         results = self.evaluator.evaluate([e[4] for e in entries])
+        self._record_costs()
         for (name, iid, pid, seed, job), res in zip(entries, results):
             if res.error is not None:  # a worker failed on it: recorded, the rest of the round goes on
                 self.repo.event(self.run_id, "job_failed", {"arm": name, "instruction_id": iid, "prompt_id": pid, "seed": seed,
                                                             "text": job.text, "error": res.error}, round=r)
+                self._retire_variant(job.variant, res.error, r)
         self.repo.add_trials(self.run_id, r, [
             NewTrial(arm=name, instruction_id=iid, prompt_id=pid, seed=seed, image_id=res.image_id, score_ids=res.score_ids)
             for (name, iid, pid, seed, _), res in zip(entries, results) if res.error is None])
+
+    # -- render variants ------------------------------------------------------------------------
+
+    def _sync_variants(self) -> None:
+        """Each candidate variant's image hashes (search and final form) from this evaluator's
+        resolved render configs, so stored trials can be credited to their variant."""
+        for row in self.repo.variants(self.run_id):
+            search, final = self._variant(row["id"], False), self._variant(row["id"], True)
+            if (row["search_hash"], row["final_hash"]) != (search.hash, final.hash):
+                self.repo.set_variant_hashes(row["id"], search.hash, final.hash)
+
+    def _variant(self, variant_id: int, final: bool) -> Variant:
+        from promptevo.variants import variant_of
+
+        spec = next(v["spec"] for v in self.repo.variants(self.run_id) if v["id"] == variant_id)
+        return variant_of(self.final_variant if final else self.search_variant, spec)
+
+    def _plan_arms(self, plan: dict[str, Any], final: bool) -> list[tuple]:
+        """A plan's arms as `_evaluate_trials` takes them: instructions on the profile's settings,
+        or (with variants) each pair as "INSTRUCTION@vVARIANT" drawn with its variant."""
+        if "pairs" not in plan:
+            return [(str(a), a) for a in plan["arms"]]
+        return [(f"{i}@v{v}", i, self._variant(v, final)) for i, v in plan["pairs"]]
+
+    def _record_costs(self) -> None:
+        costs = self.evaluator.take_costs()
+        if costs and self.config.variants:
+            self.repo.add_variant_cost(self.run_id, costs)
+
+    def _retire_variant(self, variant: Variant, error: str, r: int) -> None:
+        """A candidate variant whose jobs failed (its model did not load, or drawing failed) is
+        retired with the reason; the run goes on with the others."""
+        if variant.hash in (self.search_variant.hash, self.final_variant.hash):
+            return  # the profile's own settings: not a candidate to retire
+        for row in self.repo.variants(self.run_id, live=True):
+            if variant.hash in (row["search_hash"], row["final_hash"]):
+                self.repo.fail_variant(row["id"], error)
+                self.repo.event(self.run_id, "variant_failed", {"variant_id": row["id"], "name": row["name"], "error": error},
+                                round=r)
+
+    def _search_gains(self, include_round: int | None = None):
+        from promptevo.objective import paired_gains
+
+        return paired_gains(self.repo.trials(self.run_id, phase="search", finished=True, also_round=include_round),
+                            self.objective)
+
+    def _pick_pairs(self, r: int, rng: np.random.Generator) -> list[list[int]]:
+        """A search round's (instruction, variant) pairs. factored: the instruction selector over
+        instructions (their gains over every variant) and the variant selector over variants
+        (over every instruction), zipped; joint: one selector over every live pair."""
+        from promptevo.variants import pair_stats, variant_ids, variant_stats
+
+        cfg = self.config
+        live = self.repo.variants(self.run_id, live=True)
+        if not live:
+            failed = "; ".join(f"{v['name']}: {v['error']}" for v in self.repo.variants(self.run_id))
+            raise UserError(f"every render variant failed ({failed})")
+        pop = [p["id"] for p in self.population()]
+        gains, vids = self._search_gains(), variant_ids(self.repo.variants(self.run_id))
+        if cfg.variant_search == "joint":
+            ids = [self.repo.arm(self.run_id, i, v["id"], r) for i in pop for v in live]
+            arms = [a for a in self.repo.arms(self.run_id) if a["id"] in ids]
+            chosen = self.selector.select(pair_stats(gains, vids, arms, live, cfg.cost_weight), cfg.arms_per_round, rng)
+            by_id = {a["id"]: a for a in arms}
+            return [[by_id[c]["instruction_id"], by_id[c]["variant_id"]] for c in chosen]
+        instructions = self.selector.select(self.arm_stats(pop), cfg.arms_per_round, rng)
+        picked = self.selector.select(variant_stats(gains, vids, live, cfg.cost_weight), min(len(instructions), len(live)), rng)
+        pairs = [[int(i), int(picked[n % len(picked)])] for n, i in enumerate(instructions)]
+        for i, v in pairs:
+            self.repo.arm(self.run_id, i, v, r)
+        return pairs
+
+    def _best_variant(self, instruction_id: int, phases: Sequence[str] = ("search",)) -> int:
+        """The live variant an instruction did best with (cost-adjusted), else the best variant
+        over every instruction, else the first live one."""
+        from promptevo.objective import paired_gains
+        from promptevo.variants import pair_stats, variant_ids, variant_stats
+
+        live = self.repo.variants(self.run_id, live=True) or self.repo.variants(self.run_id)
+        vids = variant_ids(self.repo.variants(self.run_id))
+        gains = [g for ph in phases for g in paired_gains(self.repo.trials(self.run_id, phase=ph, finished=True), self.objective)]
+        arms = [a for a in self.repo.arms(self.run_id) if a["instruction_id"] == instruction_id
+                and any(v["id"] == a["variant_id"] for v in live)]
+        best = bandit.best(pair_stats(gains, vids, arms, live, self.config.cost_weight)) if arms else None
+        if best is not None:
+            return next(a["variant_id"] for a in arms if a["id"] == best)
+        best = bandit.best(variant_stats(gains, vids, live, self.config.cost_weight))
+        return best if best is not None else live[0]["id"]
+
+    def _routing(self, held: Sequence[str]) -> dict[str, list[int]]:
+        """The routing table (computed once from the search and selection trials, stored), and
+        the held-out prompts' arms by their nearest group."""
+        from promptevo.embed import shared_embedder
+        from promptevo.objective import paired_gains
+        from promptevo.routing import assign, group_count, kmeans, route_table
+        from promptevo.variants import variant_ids
+
+        embedder = shared_embedder()
+        routes = self.repo.routes(self.run_id)
+        if not routes:
+            opt = self.repo.prompts(self.run_id, "optimize")
+            vectors = embedder.encode([p["text"] for p in opt])
+            centroids = kmeans(vectors, group_count(len(opt), self.config.route_groups), self.config.seed)
+            labels = assign(vectors, centroids)
+            vids = variant_ids(self.repo.variants(self.run_id))
+            live = {v["id"] for v in self.repo.variants(self.run_id, live=True)}
+            cost = {v["id"]: v for v in self.repo.variants(self.run_id)}
+            from promptevo.variants import cost_of
+
+            # routed by variant: a group's variant is the one with the best gain on its prompts over
+            # every instruction (a pair seen in one group rests on a handful of images), drawn with
+            # the run's chosen instruction
+            gains = []
+            for phase in ("search", "selection"):
+                for g in paired_gains(self.repo.trials(self.run_id, phase=phase, finished=True), self.objective):
+                    vid = vids.get(g.trial.variant_hash)
+                    if g.trial.instruction_id is not None and vid in live:
+                        gains.append((vid, g.trial.prompt_id, g.gain - cost_of(cost[vid], self.config.cost_weight)))
+            chosen = self.selected_instruction()["id"]
+            table = route_table(gains, {p["id"]: int(g) for p, g in zip(opt, labels)}, len(centroids),
+                                self._selected_variant(chosen))
+            for row in table:
+                row["arm_id"] = self.repo.arm(self.run_id, chosen, row["arm_id"], 0)
+            texts = [p["text"] for p in opt]
+            for row in table:
+                members = [i for i, g in enumerate(labels) if g == row["group"]]
+                members.sort(key=lambda i: -float(vectors[i] @ centroids[row["group"]]))
+                row.update(centroid=[round(float(x), 6) for x in centroids[row["group"]]],
+                           examples=[texts[i] for i in members[:3]])
+            self.repo.set_routes(self.run_id, table)
+            routes = self.repo.routes(self.run_id)
+        texts = self.repo.prompt_texts(list(held))
+        labels = assign(embedder.encode([texts[p] for p in held]), np.array([r["centroid"] for r in routes]))
+        return {pid: [routes[int(g)]["instruction_id"], routes[int(g)]["variant_id"]] for pid, g in zip(held, labels)}
+
+    def _selected_variant(self, instruction_id: int) -> int:
+        chosen = [e for e in self.repo.events(self.run_id, "selected") if e["data"].get("variant_id")]
+        if chosen and chosen[-1]["data"]["instruction_id"] == instruction_id:
+            return chosen[-1]["data"]["variant_id"]
+        return self._best_variant(instruction_id)
 
     def _evolve(self, r: int, parent: int) -> list[dict[str, Any]]:
         """The critic's gradient on the round's weakest arm (or, `parent = "best"`, its best),
@@ -659,24 +828,30 @@ class Optimizer:
             pool = self.repo.prompts(self.run_id, "optimize")
             n = min(self.config.select_prompts, len(pool))
             picked = sorted(int(i) for i in rng.choice(len(pool), size=n, replace=False)) if n else []
-            return {"prompts": [pool[i]["id"] for i in picked],
+            plan = {"prompts": [pool[i]["id"] for i in picked],
                     "seeds": [[PASS_SEED_OFFSET + int(rng.integers(0, 2**30))] for _ in picked],
                     "arms": candidates}
+            if self.config.variants:  # each candidate with the variant it did best with
+                plan["pairs"] = [[a, self._best_variant(a)] for a in candidates]
+            return plan
 
         self._emit("selection", r)
         plan = self._plan(r, Phase.selection, make_plan)
         best = None
         if plan["prompts"] and len(plan["arms"]) > 1:
-            arms = [(str(a), a) for a in plan["arms"]]
+            arms = self._plan_arms(plan, final=True)
             variant = self.final_variant
             with self._gpu_meanwhile(self._naive_jobs(plan["prompts"], plan["seeds"], variant)):
-                rewrites = self._rewrites(r, [(n, i, self.repo.instruction(i)["text"]) for n, i in arms], plan["prompts"], variant)
+                rewrites = self._rewrites(r, [(a[0], a[1], self.repo.instruction(a[1])["text"]) for a in arms], plan["prompts"], variant)
             self._evaluate_trials(r, plan, arms, rewrites, variant)
             gains = {row["arm"]: row["reward"] for row in round_rewards(self.repo, self.run_id, self.objective, r, phase=Phase.selection.value)}
             best = max(plan["arms"], key=lambda a: (gains.get(a, float("-inf")), -a))
         with self.repo.atomic():  # the choice and the stage's end land together
             if best is not None:
-                self.repo.event(self.run_id, "selected", {"instruction_id": best}, round=r)
+                chosen = {"instruction_id": best}
+                if "pairs" in plan:
+                    chosen["variant_id"] = next(v for i, v in plan["pairs"] if i == best)
+                self.repo.event(self.run_id, "selected", chosen, round=r)
             self.repo.finish_round(self.run_id, r)
 
     def selected_instruction(self) -> dict[str, Any]:
@@ -697,20 +872,30 @@ class Optimizer:
         def make_plan() -> dict[str, Any]:
             rng = self._rng(r, 99)
             seeds = [[EVAL_SEED_OFFSET + int(s) for s in rng.integers(0, 2**30, self.config.eval_seeds)] for _ in held]
-            return {"prompts": [p["id"] for p in held], "seeds": seeds,
+            plan = {"prompts": [p["id"] for p in held], "seeds": seeds,
                     "best": self.selected_instruction()["id"], "initial": initial["id"]}
+            if self.config.variants:  # the best single arm, and each prompt's arm by the routing table
+                plan["best_variant"] = self._selected_variant(plan["best"])
+                plan["routes"] = self._routing(plan["prompts"])
+            return plan
 
         self._emit("held-out evaluation", r)
         plan = self._plan(r, Phase.evaluation, make_plan)
-        arms: list[tuple[str, int | None]] = [("best", plan["best"]), ("initial", plan["initial"])]
+        arms: list[tuple] = [("best", plan["best"]), ("initial", plan["initial"])]
+        if "best_variant" in plan:
+            arms[0] = ("best", plan["best"], self._variant(plan["best_variant"], True))
         refine = self.repo.instructions(self.run_id, origin="baseline")
         if "refine" in self.config.baselines and refine:
             arms.append(("refine", refine[0]["id"]))
         variant = self.final_variant
+        routed = {pid: (iid, self._variant(vid, True)) for pid, (iid, vid) in plan.get("routes", {}).items()}
         with self._gpu_meanwhile(self._naive_jobs(plan["prompts"], plan["seeds"], variant)):
-            rewrites = self._rewrites(r, [(n, i, self.repo.instruction(i)["text"]) for n, i in arms], plan["prompts"], variant)
+            rewrites = self._rewrites(r, [(a[0], a[1], self.repo.instruction(a[1])["text"]) for a in arms], plan["prompts"], variant)
+            for iid in dict.fromkeys(i for i, _ in routed.values()):  # each routed instruction on its group's prompts only
+                rewrites.update(self._rewrites(r, [("routed", iid, self.repo.instruction(iid)["text"])],
+                                               [p for p, (i, _) in routed.items() if i == iid], variant))
         fixed = self._fixed_baselines(plan["prompts"])
-        self._evaluate_trials(r, plan, arms + [(name, None) for name in fixed], rewrites, variant, fixed)
+        self._evaluate_trials(r, plan, arms + [(name, None) for name in fixed], rewrites, variant, fixed, routed)
         with self.repo.atomic():
             self.repo.finish_round(self.run_id, r)
             self.repo.set_best(self.run_id, plan["best"])

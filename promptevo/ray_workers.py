@@ -17,6 +17,8 @@ error, which the optimiser records (event `job_failed`) before going on.
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -77,8 +79,10 @@ class EvaluatorWorker:
         from promptevo.render import png_bytes, to_uint8
 
         evaluations = self.evaluator.evaluate(jobs)
-        pixels = to_uint8(torch.stack([e.image for e in evaluations]).detach().cpu())
-        return [Evaluation(e.job, None, e.scores, e.batch_size, png=png_bytes(pixels[i])) for i, e in enumerate(evaluations)]
+        drawn = [i for i, e in enumerate(evaluations) if e.error is None]
+        pixels = dict(zip(drawn, to_uint8(torch.stack([evaluations[i].image for i in drawn]).detach().cpu()))) if drawn else {}
+        return [e if e.error is not None else dataclasses.replace(e, image=None, png=png_bytes(pixels[i]))
+                for i, e in enumerate(evaluations)]
 
     def score(self, images, targets, rewards=None, texts=None) -> dict[str, list[float]]:
         return self.evaluator.score(images, targets, rewards=rewards, texts=texts)

@@ -111,12 +111,12 @@ class Components:
     evaluator: Any
 
 
-def build_components(profile: Profile, *, llm: bool = True) -> Components:
+def build_components(profile: Profile, *, llm: bool = True, max_models: int = 2) -> Components:
     """The models of a profile, each loaded once. The evaluator first: its weights are the ones
     most often missing, and it fails before the LLM spends time loading."""
     from promptevo.evaluation import EvaluatorSpec, LocalEvaluator
 
-    evaluator = LocalEvaluator.from_spec(EvaluatorSpec(render=profile.render, rewards=profile.rewards))
+    evaluator = LocalEvaluator.from_spec(EvaluatorSpec(render=profile.render, rewards=profile.rewards, max_models=max_models))
     return Components(llm=build_llm(profile.llm) if llm else None, evaluator=evaluator)
 
 

@@ -118,6 +118,19 @@ class DiffusersRenderer:
         view._decoder = self.pipe._promptevo_full_vae
         return view
 
+    def with_settings(self, config: RenderConfig) -> DiffusersRenderer:
+        """A view of this pipeline that draws with another variant's call settings (steps,
+        guidance, size, scheduler, decoder): variants of one model share its components, so a
+        second variant costs no memory. Used by the model pool."""
+        view = self.full_decoder() if config.tiny_vae is None else self
+        view = copy.copy(view)
+        view.config = dataclasses.replace(self.config, steps=config.steps, guidance=config.guidance, width=config.width,
+                                          height=config.height, scheduler=config.scheduler, tiny_vae=config.tiny_vae)
+        view._scheduler = None
+        if config.scheduler:
+            view._scheduler = make_scheduler(config.scheduler, self.pipe.scheduler.config)
+        return view
+
     def token_count(self, text: str) -> int:
         """CLIP tokens including start and end markers; over `text_window` the encoder truncates.
         Uses its own copy of the tokenizer: a fast tokenizer keeps its padding and truncation
@@ -139,15 +152,16 @@ class DiffusersRenderer:
             generator=generators,
             output_type="pt",
         )
-        decoder = getattr(self, "_decoder", None)
+        decoder, scheduler = getattr(self, "_decoder", None), getattr(self, "_scheduler", None)
         with self._lock, torch.inference_mode():
-            if decoder is None:
+            if decoder is None and scheduler is None:
                 return self.pipe(**kwargs).images
-            tiny, self.pipe.vae = self.pipe.vae, decoder
+            own = self.pipe.vae, self.pipe.scheduler  # a view's parts, swapped in for this call only
+            self.pipe.vae, self.pipe.scheduler = decoder or own[0], scheduler or own[1]
             try:
                 return self.pipe(**kwargs).images
             finally:
-                self.pipe.vae = tiny
+                self.pipe.vae, self.pipe.scheduler = own
 
     def render(self, prompts: Sequence[str], seeds: Sequence[int]) -> RenderBatch:
         """Render in chunks of at most `batch_limit`; on out-of-memory halve the chunk and retry."""
@@ -172,6 +186,17 @@ class DiffusersRenderer:
             i += n
         images = torch.cat(out) if out else torch.empty(0, 3, self.config.height, self.config.width)
         return RenderBatch(images=images, batch_sizes=sizes)
+
+
+def make_scheduler(name: str, config):
+    """A diffusers scheduler by class name, from a pipeline's scheduler config."""
+    import diffusers
+
+    cls = getattr(diffusers, name, None)
+    if cls is None or not name.endswith("Scheduler"):
+        raise ModelNotFound(f"unknown scheduler {name!r}; use a diffusers class name such as EulerDiscreteScheduler, "
+                            "DDIMScheduler or DPMSolverMultistepScheduler")
+    return cls.from_config(config)
 
 
 def to_uint8(images):

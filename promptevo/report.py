@@ -93,7 +93,7 @@ def write_report(store: Store, run_id: str, path: Path) -> Path:
         grids.append(f"<h3>{_e(texts[t.prompt_id])}</h3><div class=\"grid\">{''.join(cells)}</div>")
 
     best = summary["best_instruction"]
-    page_sections = (_rewards(summary) + _agent(summary) + _critiques(repo, run_id) + _references(repo, run_id, store)
+    page_sections = (_variants(summary) + _rewards(summary) + _agent(summary) + _critiques(repo, run_id) + _references(repo, run_id, store)
                      + _budget(repo, run_id, summary, best_by_round) + _timings(repo, run_id))
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>promptevo run {_e(run_id)}</title>
 <style>{_CSS}</style></head><body>
@@ -110,6 +110,29 @@ evaluated in, and the best so far.</p>{line_plot(series, "search round", "gain o
 </body></html>"""
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def _num(v: Any, fmt: str = "+.3f") -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def _variants(summary: dict) -> str:
+    """Render variants with their cost, and the routing table (runs made with --variant)."""
+    v = summary.get("variants")
+    if not v:
+        return ""
+    rows = "".join(f"<tr><td>{_e(r['name'])}</td><td>{_e(r['status'] if not r['error'] else 'failed: ' + r['error'])}</td>"
+                   f"<td>{r['pulls']}</td><td>{_num(r['mean_gain'])}</td><td>{_num(r['seconds_per_image'], '.3f')}</td>"
+                   f"<td>{_num(r['gain_per_gpu_s'], '+.2f')}</td></tr>" for r in v["variants"])
+    routes = "".join(f"<tr><td>{r['group']}</td><td>{_e('; '.join(r['examples']))}</td><td>#{r['instruction_id']}</td>"
+                     f"<td>{_e(r['variant'])}</td><td>{_num(r['gain'])}</td><td>{r['n']}</td></tr>" for r in v["routing"])
+    d = v.get("routed_vs_best")
+    versus = (f"<p>Held-out: routed minus the best single arm ({_e(v['best_variant'] or '-')}) {d['mean']:+.3f} "
+              f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] over {d['n']} (prompt, seed) pairs.</p>") if d else ""
+    return (f"<h2>Render variants</h2><p>{_e(v['search'])} search; gains before cost, cost weight {v['cost_weight']:g}.</p>"
+            "<table><tr><th>variant</th><th>status</th><th>pulls</th><th>mean gain</th><th>s/image</th><th>gain per GPU-s</th></tr>"
+            f"{rows}</table><h2>Routing table</h2><table><tr><th>group</th><th>prompts like</th><th>instruction</th>"
+            f"<th>variant</th><th>gain there</th><th>gains</th></tr>{routes}</table>{versus}")
 
 
 def _agent(summary: dict) -> str:

@@ -182,6 +182,67 @@ class RunRepository:
             for iid in instruction_ids:
                 conn.execute("UPDATE instructions SET retired_round = ? WHERE id = ?", [round, iid])
 
+    # -- render variants, arms and routes ------------------------------------------------------
+
+    def add_variants(self, run_id: str, rows: Sequence[dict[str, Any]]) -> None:
+        """The run's candidate variants: name, spec (what the user gave), search and final hashes."""
+        with self.atomic() as conn:
+            for v in rows:
+                conn.execute("INSERT INTO variants (run_id, name, spec_json, search_hash, final_hash) VALUES (?, ?, ?, ?, ?)",
+                             [run_id, v["name"], json.dumps(v["spec"], sort_keys=True), v["search_hash"], v["final_hash"]])
+
+    def variants(self, run_id: str, live: bool = False) -> list[dict[str, Any]]:
+        rows = self.store.query("SELECT * FROM variants WHERE run_id = ? AND (? = 0 OR status = 'live') ORDER BY id",
+                                [run_id, int(live)])
+        for r in rows:
+            r["spec"] = json.loads(r.pop("spec_json"))
+            r["seconds_per_image"] = r["render_s"] / r["images"] if r["images"] else None
+        return rows
+
+    def set_variant_hashes(self, variant_id: int, search_hash: str, final_hash: str) -> None:
+        with self.atomic() as conn:
+            conn.execute("UPDATE variants SET search_hash = ?, final_hash = ? WHERE id = ?", [search_hash, final_hash, variant_id])
+
+    def fail_variant(self, variant_id: int, error: str) -> None:
+        with self.atomic() as conn:
+            conn.execute("UPDATE variants SET status = 'failed', error = ? WHERE id = ?", [safe_text(error)[:2000], variant_id])
+
+    def add_variant_cost(self, run_id: str, costs: dict[str, tuple[int, float]]) -> None:
+        """Images drawn and seconds spent per variant hash (search or final form) -> the variant's row."""
+        with self.atomic() as conn:
+            for h, (n, seconds) in costs.items():
+                conn.execute("""UPDATE variants SET images = images + ?, render_s = render_s + ?
+                                WHERE run_id = ? AND (search_hash = ? OR final_hash = ?)""", [n, seconds, run_id, h, h])
+
+    def arm(self, run_id: str, instruction_id: int, variant_id: int, round: int) -> int:
+        """The id of the (instruction, variant) arm, made on first use."""
+        with self.atomic() as conn:
+            conn.execute("INSERT OR IGNORE INTO arms (run_id, instruction_id, variant_id, created_round) VALUES (?, ?, ?, ?)",
+                         [run_id, instruction_id, variant_id, round])
+            return int(conn.execute("SELECT id FROM arms WHERE run_id = ? AND instruction_id = ? AND variant_id = ?",
+                                    [run_id, instruction_id, variant_id]).fetchone()[0])
+
+    def arms(self, run_id: str) -> list[dict[str, Any]]:
+        return self.store.query("SELECT * FROM arms WHERE run_id = ? ORDER BY id", [run_id])
+
+    def set_routes(self, run_id: str, routes: Sequence[dict[str, Any]]) -> None:
+        with self.atomic() as conn:
+            conn.execute("DELETE FROM routes WHERE run_id = ?", [run_id])
+            for r in routes:
+                conn.execute("""INSERT INTO routes (run_id, grp, centroid_json, examples_json, arm_id, gain, n)
+                                VALUES (?, ?, ?, ?, ?, ?, ?)""",
+                             [run_id, r["group"], json.dumps(r["centroid"]), json.dumps(r["examples"]), r["arm_id"],
+                              r["gain"], r["n"]])
+
+    def routes(self, run_id: str) -> list[dict[str, Any]]:
+        """The routing table: per prompt group, its centroid, example prompts and the arm it uses."""
+        rows = self.store.query(
+            """SELECT r.grp, r.centroid_json, r.examples_json, r.arm_id, r.gain, r.n, a.instruction_id, a.variant_id
+               FROM routes r JOIN arms a ON a.id = r.arm_id WHERE r.run_id = ? ORDER BY r.grp""", [run_id])
+        return [{"group": r["grp"], "centroid": json.loads(r["centroid_json"]), "examples": json.loads(r["examples_json"]),
+                 "arm_id": r["arm_id"], "instruction_id": r["instruction_id"], "variant_id": r["variant_id"],
+                 "gain": r["gain"], "n": r["n"]} for r in rows]
+
     # -- rounds -------------------------------------------------------------------------------
 
     def rounds(self, run_id: str) -> list[dict[str, Any]]:

@@ -89,6 +89,48 @@ def reward_gains(repo: RunRepository, run_id: str) -> dict[int, dict[str, float]
     return out
 
 
+def variant_summary(repo: RunRepository, run_id: str, objective: Objective | None = None) -> dict[str, Any] | None:
+    """With candidate variants: each variant's search gain, measured seconds per image and gain
+    per GPU-second; each (instruction, variant) arm's gain; the routing table; and on held-out
+    prompts, routing against the best single arm (paired on prompt and seed)."""
+    from promptevo.objective import paired_gains
+    from promptevo.variants import pair_stats, variant_ids, variant_stats
+
+    rows = repo.variants(run_id)
+    if not rows:
+        return None
+    objective = objective or run_objective(repo, run_id)
+    gains = paired_gains(repo.trials(run_id, phase="search", finished=True), objective)
+    vids = variant_ids(rows)
+    names = {v["id"]: v["name"] for v in rows}
+    variants = []
+    for v, st in zip(rows, variant_stats(gains, vids, rows)):
+        ci = mean_ci(st.rewards)
+        per_s = v["seconds_per_image"]
+        variants.append({
+            "id": v["id"], "name": v["name"], "spec": v["spec"], "status": v["status"], "error": v["error"],
+            "images": v["images"], "seconds_per_image": per_s, "pulls": st.pulls, "mean_gain": None if not st.pulls else st.mean,
+            "ci_low": None if st.pulls < 2 else ci.low, "ci_high": None if st.pulls < 2 else ci.high,
+            "gain_per_gpu_s": None if not st.pulls or not per_s else st.mean / per_s})
+    arms = repo.arms(run_id)
+    arm_rows = [{"id": a["id"], "instruction_id": a["instruction_id"], "variant_id": a["variant_id"],
+                 "variant": names[a["variant_id"]], "pulls": st.pulls, "mean_gain": None if not st.pulls else st.mean}
+                for a, st in zip(arms, pair_stats(gains, vids, arms, rows))]
+    routes = [{k: v for k, v in r.items() if k != "centroid"} | {"variant": names[r["variant_id"]]} for r in repo.routes(run_id)]
+    evaluation = repo.trials(run_id, phase="evaluation")
+    by_arm: dict[str, dict[tuple[str, int], float]] = {}
+    for t in evaluation:
+        by_arm.setdefault(t.arm, {})[(t.prompt_id, t.seed)] = objective.score(t.scores)
+    routed, best = by_arm.get("routed", {}), by_arm.get("best", {})
+    keys = sorted(k for k in routed if k in best)
+    chosen = [e for e in repo.events(run_id, "selected") if e["data"].get("variant_id")]
+    return {"best_variant": names.get(chosen[-1]["data"]["variant_id"]) if chosen else None,
+            "cost_weight": repo.run_config(run_id)["optimize"].get("cost_weight", 0.0),
+            "search": repo.run_config(run_id)["optimize"].get("variant_search", "factored"),
+            "variants": variants, "arms": arm_rows, "routing": routes,
+            "routed_vs_best": paired_ci([routed[k] for k in keys], [best[k] for k in keys]).to_dict() if keys else None}
+
+
 def answer_id(repo: RunRepository, run_id: str, stats: dict[int, bandit.ArmStats]) -> int | None:
     """The instruction a run answers with: the one its held-out evaluation compared, else the
     selection pass's choice, else the best search-round mean (retired instructions included)."""
@@ -133,6 +175,7 @@ def summarize(repo: RunRepository, run_id: str, objective: Objective | None = No
         "reward_gains": {str(k): v for k, v in reward_gains(repo, run_id).items()},
         "budget": repo.budget(run_id),
         "retouch": next((e["data"] for e in reversed(repo.events(run_id, "retouch_plan"))), None),
+        "variants": variant_summary(repo, run_id, objective),
         "objective_decisions": [{"round": e["round"], "kind": e["kind"], **e["data"]} for e in repo.events(run_id)
                                 if e["kind"] in ("objective_set", "objective_rejected", "feedback")],
     }

@@ -54,12 +54,52 @@ def synthetic_scorer_config() -> ScorerConfig:
 
 
 
+# Render variants of the SYNTHETIC benchmark (`steps` names one): a hidden bonus per subject
+# category, added to the image's noise value (so the scorer reads it as points), and a cost in
+# seconds per image per step. No single variant is best for every category: a router can beat
+# the best single variant only by telling the categories apart.
+CATEGORIES = {
+    "nature": "a natural landscape or place: mountains, water, forest, desert, sky, a valley or an island",
+    "creature": "a living creature: an animal, a bird, a fish or a person",
+    "made": "a made thing: a building, a machine, a vehicle, a tool or food",
+}
+VARIANT_BONUS = {
+    1: {"nature": 0.0, "creature": 0.0, "made": 0.0},
+    2: {"nature": 1.5, "creature": -1.0, "made": 0.0},
+    3: {"nature": -1.0, "creature": 1.5, "made": 0.5},
+}
+SECONDS_PER_STEP = 0.001
+
+
 class SyntheticRenderer:
     def __init__(self, embedder: Embedder):
         self.embedder = embedder
         self.config = synthetic_render_config()
         self.pipeline_calls = 0
         self.batch_limit = self.config.max_batch
+        self._anchors = embedder.encode(list(CATEGORIES.values()))
+        self._category: dict[str, str] = {}
+
+    def with_settings(self, config: RenderConfig) -> SyntheticRenderer:
+        """The renderer drawing another variant: its steps pick the hidden bonus table and cost."""
+        if config.steps not in VARIANT_BONUS and config.steps != 0:
+            raise ValueError(f"the synthetic renderer has variants steps=1, 2 or 3 (got {config.steps})")
+        import copy
+
+        view = copy.copy(self)
+        view.config = config
+        return view
+
+    def category(self, texts: Sequence[str]) -> list[str]:
+        """Each text's hidden category: its subject's (the text before the first comma, where the
+        simulated generator keeps the user's prompt) nearest anchor description."""
+        subjects = [t.split(",")[0].strip() for t in texts]
+        missing = [t for t in dict.fromkeys(subjects) if t not in self._category]
+        if missing:
+            names = list(CATEGORIES)
+            for t, j in zip(missing, np.argmax(self.embedder.encode(missing) @ self._anchors.T, axis=1)):
+                self._category[t] = names[int(j)]
+        return [self._category[t] for t in subjects]
 
     def token_count(self, text: str) -> int:
         return len(text.split()) + 2
@@ -77,10 +117,18 @@ class SyntheticRenderer:
         self.pipeline_calls += 1
         vectors = self.embedder.encode(list(prompts))
         images = np.zeros((len(prompts), *_SHAPE), dtype=np.float32)
+        bonus = VARIANT_BONUS.get(self.config.steps)
+        categories = self.category(list(prompts)) if bonus else []
+        if self.config.steps:
+            import time
+
+            time.sleep(SECONDS_PER_STEP * self.config.steps * len(prompts))  # the variant's cost, measurable
         for i, (v, seed) in enumerate(zip(vectors, seeds)):
             flat = np.clip((v[:384] + 1) / 2, 0, 1)
             images[i, :, :, :16] = flat.reshape(3, 8, 16)
             noise = np.random.default_rng([int(seed), int(sha256_hex(prompts[i], 8), 16)]).normal(0, NOISE_SD)
+            if bonus:
+                noise += bonus[categories[i]]
             images[i, :, :, 16] = np.clip(0.5 + noise / 8, 0, 1)
         return RenderBatch(images=torch.from_numpy(images), batch_sizes=[len(prompts)] * len(prompts))
 
