@@ -280,7 +280,7 @@ def optimize(
     compile_: CompileOpt = False,
     tiny_vae: TinyVaeOpt = None,
     variant: Annotated[list[str] | None, typer.Option(help="A candidate render variant, e.g. steps=2 or model=PATH,steps=4,guidance=5,scheduler=EulerDiscreteScheduler,size=512x512,retouch=PLAN.json,name=fast. Repeatable: instruction and variant are then optimised together and prompts routed by group.")] = None,
-    variants_file: Annotated[Path | None, typer.Option("--variants", help="A TOML file of [[variant]] tables (the same settings as --variant).")] = None,
+    variants_file: Annotated[Path | None, typer.Option("--variants", help="A TOML file of \\[\\[variant]] tables (the same settings as --variant).")] = None,
     variant_search: Annotated[str, typer.Option(help="How pairs are searched: factored (a selector for instructions, another for variants) or joint (one selector over every pair).")] = "factored",
     route_groups: Annotated[int, typer.Option(min=1, help="Prompt groups (clusters of sentence embeddings) of the routing table.")] = 3,
     cost_weight: Annotated[float, typer.Option(help="Objective units lost per second a variant takes per image (measured as the run goes).")] = 0.0,
