@@ -37,7 +37,7 @@ runner = CliRunner()
 @pytest.fixture
 def scripted_models(monkeypatch, evaluator):
     """The CLI's models: the tiny evaluator (already loaded) and the scripted LLM."""
-    monkeypatch.setattr(registry, "build_components", lambda profile, llm=True: Components(ScriptedLLM(script), evaluator))
+    monkeypatch.setattr(registry, "build_components", lambda profile, llm=True, **kw: Components(ScriptedLLM(script), evaluator))
     monkeypatch.setattr(registry, "build_llm", lambda config: ScriptedLLM(script))
 
 
@@ -114,14 +114,16 @@ def test_an_interrupted_run_says_so_names_itself_and_apply_calls_its_answer_prov
     db = tmp_path / "runs" / "new" / "run.db"  # optimize creates the folder
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     interrupts.install()
+    returned = threading.Event()
     try:
         def stop_soon():
-            time.sleep(6)
-            os.kill(os.getpid(), signal.SIGTERM)
+            if not returned.wait(6):  # a run that ended early must not take the test process down
+                os.kill(os.getpid(), signal.SIGTERM)
 
         threading.Thread(target=stop_soon, daemon=True).start()
         r = runner.invoke(app, ["optimize", *PROMPTS, "--rounds", "40", "--db", str(db)])
     finally:
+        returned.set()
         for s, handler in previous.items():
             signal.signal(s, handler)
         interrupts._requested.clear()
