@@ -205,19 +205,18 @@ def test_bulk_scoring_with_ray_data_equals_local_scoring(tmp_path, ray_evaluator
 
 @pytest.mark.slow
 def test_a_job_its_actor_raises_on_fails_alone_and_the_rest_is_stored(ray_evaluator, store):
-    """A job the workers cannot do (a variant they do not render) comes back with its error; the
-    other jobs of its batch and shard are evaluated and stored, and it is stored nowhere."""
-    import dataclasses
-
-    from promptevo.evaluation import CachedEvaluator, Variant
+    """A job the workers raise on (a variant with a post-render operation nobody registered)
+    comes back with its error; the other jobs of its batch and shard are evaluated and stored,
+    and it is stored nowhere."""
+    from promptevo.evaluation import CachedEvaluator, PostOp, Variant
 
     jobs = jobs_for(ray_evaluator.search_variant, 6)
-    other = Variant(dataclasses.replace(ray_evaluator.search_variant.render, steps=3))
+    other = Variant(ray_evaluator.search_variant.render, (PostOp("no-such-op", 1.0),))
     bad = Job("a waterfall, unrenderable", 7, "a waterfall", other)
     out = CachedEvaluator(store, ray_evaluator).evaluate(jobs[:2] + [bad] + jobs[2:])
     assert [o.job for o in out] == jobs[:2] + [bad] + jobs[2:]
     failed = [o for o in out if o.error]
-    assert [o.job for o in failed] == [bad] and "does not render" in failed[0].error and failed[0].image_id is None
+    assert [o.job for o in failed] == [bad] and "no-such-op" in failed[0].error and failed[0].image_id is None
     assert all(o.image_id and len(o.scores) == len(ray_evaluator.reward_names) for o in out if o is not failed[0])
     assert store.one("SELECT COUNT(*) AS n FROM images")["n"] == len(jobs)
 

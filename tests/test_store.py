@@ -40,6 +40,9 @@ EXPECTED_SCHEMA = {
     "scores": ["id", "image_id", "scorer", "scorer_version", "target_prompt", "value", "created_at"],
     "trials": ["id", "run_id", "round", "arm", "instruction_id", "prompt_id", "seed", "image_id", "score_id"],
     "trial_scores": ["trial_id", "reward", "score_id"],
+    "variants": ["id", "run_id", "name", "spec_json", "search_hash", "final_hash", "status", "error", "images", "render_s"],
+    "arms": ["id", "run_id", "instruction_id", "variant_id", "created_round"],
+    "routes": ["run_id", "grp", "centroid_json", "examples_json", "arm_id", "gain", "n"],
 }
 
 
