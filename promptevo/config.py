@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from promptevo.errors import UserError
@@ -195,6 +196,18 @@ PROFILES: dict[str, Profile] = {
         ),
     ]
 }
+
+
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """A TOML file's tables, or a UserError naming `what` the file was meant to be."""
+    import tomllib
+
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} does not exist") from None
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not valid TOML: {exc}") from None
 
 
 def get_profile(name: str) -> Profile:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -88,12 +87,9 @@ class ExperimentConfig:
 
 
 def load_config(path: Path) -> ExperimentConfig:
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"experiment config {path} does not exist") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path} is not valid TOML: {exc}") from None
+    from promptevo.config import read_toml
+
+    raw = read_toml(path, "experiment config")
     base = path.parent
     try:
         arms = raw["arms"]

@@ -246,6 +246,7 @@ class Optimizer:
         self._references = references
         self._owns_references = False
         self.overlap = overlap
+        self._specs: dict[int, dict[str, Any]] | None = None  # candidate variants' specs, by id
 
     @property
     def references(self) -> ReferencePrompts | None:
@@ -583,8 +584,9 @@ class Optimizer:
     def _variant(self, variant_id: int, final: bool) -> Variant:
         from promptevo.variants import variant_of
 
-        spec = next(v["spec"] for v in self.repo.variants(self.run_id) if v["id"] == variant_id)
-        return variant_of(self.final_variant if final else self.search_variant, spec)
+        if self._specs is None:  # a variant's spec never changes: read once
+            self._specs = {v["id"]: v["spec"] for v in self.repo.variants(self.run_id)}
+        return variant_of(self.final_variant if final else self.search_variant, self._specs[variant_id])
 
     def _plan_arms(self, plan: dict[str, Any], final: bool) -> list[tuple]:
         """A plan's arms as `_evaluate_trials` takes them: instructions on the profile's settings,
@@ -641,15 +643,14 @@ class Optimizer:
             self.repo.arm(self.run_id, i, v, r)
         return pairs
 
-    def _best_variant(self, instruction_id: int, phases: Sequence[str] = ("search",)) -> int:
-        """The live variant an instruction did best with (cost-adjusted), else the best variant
-        over every instruction, else the first live one."""
-        from promptevo.objective import paired_gains
+    def _best_variant(self, instruction_id: int) -> int:
+        """The live variant an instruction did best with in the search rounds (cost-adjusted),
+        else the best variant over every instruction, else the first live one."""
         from promptevo.variants import pair_stats, variant_ids, variant_stats
 
         live = self.repo.variants(self.run_id, live=True) or self.repo.variants(self.run_id)
         vids = variant_ids(self.repo.variants(self.run_id))
-        gains = [g for ph in phases for g in paired_gains(self.repo.trials(self.run_id, phase=ph, finished=True), self.objective)]
+        gains = self._search_gains()
         arms = [a for a in self.repo.arms(self.run_id) if a["instruction_id"] == instruction_id
                 and any(v["id"] == a["variant_id"] for v in live)]
         best = bandit.best(pair_stats(gains, vids, arms, live, self.config.cost_weight)) if arms else None
@@ -664,7 +665,7 @@ class Optimizer:
         from promptevo.embed import shared_embedder
         from promptevo.objective import paired_gains
         from promptevo.routing import assign, group_count, kmeans, route_table
-        from promptevo.variants import variant_ids
+        from promptevo.variants import cost_of, variant_ids
 
         embedder = shared_embedder()
         routes = self.repo.routes(self.run_id)
@@ -673,11 +674,8 @@ class Optimizer:
             vectors = embedder.encode([p["text"] for p in opt])
             centroids = kmeans(vectors, group_count(len(opt), self.config.route_groups), self.config.seed)
             labels = assign(vectors, centroids)
-            vids = variant_ids(self.repo.variants(self.run_id))
-            live = {v["id"] for v in self.repo.variants(self.run_id, live=True)}
-            cost = {v["id"]: v for v in self.repo.variants(self.run_id)}
-            from promptevo.variants import cost_of
-
+            rows = {v["id"]: v for v in self.repo.variants(self.run_id)}
+            vids, live = variant_ids(rows.values()), {i for i, v in rows.items() if v["status"] == "live"}
             # routed by variant: a group's variant is the one with the best gain on its prompts over
             # every instruction (a pair seen in one group rests on a handful of images), drawn with
             # the run's chosen instruction
@@ -686,7 +684,7 @@ class Optimizer:
                 for g in paired_gains(self.repo.trials(self.run_id, phase=phase, finished=True), self.objective):
                     vid = vids.get(g.trial.variant_hash)
                     if g.trial.instruction_id is not None and vid in live:
-                        gains.append((vid, g.trial.prompt_id, g.gain - cost_of(cost[vid], self.config.cost_weight)))
+                        gains.append((vid, g.trial.prompt_id, g.gain - cost_of(rows[vid], self.config.cost_weight)))
             chosen = self.selected_instruction()["id"]
             table = route_table(gains, {p["id"]: int(g) for p, g in zip(opt, labels)}, len(centroids),
                                 self._selected_variant(chosen))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from promptevo import bandit
-from promptevo.config import TINY, RenderConfig
+from promptevo.config import TINY, RenderConfig, read_toml
 from promptevo.errors import UserError
 from promptevo.evaluation import Variant
 
@@ -76,13 +75,7 @@ def check_spec(spec: dict[str, Any], where: str) -> dict[str, Any]:
 
 def load_variants(path: Path) -> list[dict[str, Any]]:
     """`[[variant]]` tables of a TOML file, each a spec."""
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"variants file {path} does not exist") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path} is not valid TOML: {exc}") from None
-    tables = raw.get("variant")
+    tables = read_toml(path, "variants file").get("variant")
     if not isinstance(tables, list) or not tables:
         raise UserError(f"{path}: no [[variant]] tables")
     base = path.parent
@@ -177,7 +170,7 @@ def pair_stats(gains, vids: dict[str, int], arms: Sequence[dict[str, Any]], rows
                weight: float = 0.0) -> list[bandit.ArmStats]:
     """Per (instruction, variant) arm (ArmStats.arm is the arm id)."""
     arm_of = {(a["instruction_id"], a["variant_id"]): a["id"] for a in arms}
-    costs = {a["id"]: cost_of(next(r for r in rows if r["id"] == a["variant_id"]), weight) for a in arms
-             if any(r["id"] == a["variant_id"] for r in rows)}
+    by_variant = {r["id"]: cost_of(r, weight) for r in rows}
+    costs = {a["id"]: by_variant[a["variant_id"]] for a in arms if a["variant_id"] in by_variant}
     return _stats(gains, lambda g: arm_of.get((g.trial.instruction_id, vids.get(g.trial.variant_hash))),
                   [a["id"] for a in arms], costs)
