@@ -31,7 +31,7 @@ def photographs(size: int):
     import torch
     from PIL import Image
 
-    from promptevo.score import pil_to_tensor
+    from promptevo.images import pil_to_tensor
 
     names = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
     return pil_to_tensor([Image.fromarray(getattr(data, n)()).convert("RGB").resize((size, size)) for n in names]).to(torch.float32)
@@ -42,8 +42,8 @@ class InstantEvaluator:
 
     def __init__(self, size: int, rewards: int, png: bool):
         from promptevo.config import RenderConfig
-        from promptevo.evaluation import Variant
-        from promptevo.render import png_bytes, to_uint8
+        from promptevo.evaluation.evaluator import Variant
+        from promptevo.images import png_bytes, to_uint8
 
         self.reward_names = tuple(f"reward-{i}" for i in range(rewards))
         self.reward_versions = {n: "v" for n in self.reward_names}
@@ -62,7 +62,7 @@ class InstantEvaluator:
         return {n: [0.0] * len(targets) for n in self.reward_names if rewards is None or n in rewards}
 
     def evaluate(self, jobs):
-        from promptevo.evaluation import Evaluation
+        from promptevo.evaluation.evaluator import Evaluation
 
         out = []
         for j in jobs:
@@ -80,8 +80,8 @@ class InstantEvaluator:
 
 
 def driver_ceiling(images: int, size: int, rewards: int, batch: int, png: bool) -> dict:
-    from promptevo.evaluation import CachedEvaluator, Job
-    from promptevo.store import Store
+    from promptevo.evaluation.evaluator import CachedEvaluator, Job
+    from promptevo.storage.store import Store
 
     inner = InstantEvaluator(size, rewards, png)
     jobs = [Job(f"prompt {i}", i, f"prompt {i}", inner.search_variant) for i in range(images)]
@@ -101,11 +101,12 @@ def loop_ceiling(size: int, rewards: int, prompts: int, arms: int, rounds: int) 
     """Whole search rounds (planning, rewrites by a scripted LLM, the cache and its writes, the
     objective, arm statistics, the critic) in front of the instant evaluator: images/s of the
     optimiser's own bookkeeping when rendering and scoring cost nothing."""
-    from promptevo.bench import scripted_llm
     from promptevo.config import PROFILES
-    from promptevo.objective import weighted_spec
-    from promptevo.optimize import OptimizeConfig, Optimizer, create_run
-    from promptevo.store import Store
+    from promptevo.lab.bench import scripted_llm
+    from promptevo.optimise.optimizer import Optimizer
+    from promptevo.optimise.run_config import OptimizeConfig, create_run
+    from promptevo.rewards.objective import weighted_spec
+    from promptevo.storage.store import Store
 
     inner = InstantEvaluator(size, rewards, png=True)
     spec = weighted_spec({"hps": 1.0}, {}, {"hps": inner.reward_names[0]})
@@ -131,8 +132,8 @@ def ray_scaling(images: int) -> dict:
     import ray
 
     from promptevo.config import PROFILES
-    from promptevo.evaluation import EvaluatorSpec, Job
-    from promptevo.ray_workers import RayEvaluator
+    from promptevo.evaluation.evaluator import EvaluatorSpec, Job
+    from promptevo.evaluation.ray_workers import RayEvaluator
 
     tiny = PROFILES["tiny"]
     cores = os.cpu_count() or 1

@@ -1,4 +1,4 @@
-"""Noise-free diagnostics of a SYNTHETIC experiment's runs (see promptevo.synthetic.noise_free_runs).
+"""Noise-free diagnostics of a SYNTHETIC experiment's runs (see promptevo.lab.synthetic.noise_free_runs).
 
     .venv/bin/python experiments/noise_free.py experiments/results/gradient
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from promptevo.synthetic import noise_free_runs
+from promptevo.lab.synthetic import noise_free_runs
 
 
 def main(out_dir: str) -> None:

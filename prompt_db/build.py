@@ -23,8 +23,8 @@ import tempfile
 from pathlib import Path
 
 from promptevo.embed import Embedder
-from promptevo.promptdb import PromptDB, Selection
-from promptevo.store import Store
+from promptevo.promptdb.collection import PromptDB, Selection
+from promptevo.storage.store import Store
 
 HERE = Path(__file__).resolve().parent
 

@@ -5,7 +5,7 @@ from promptevo.interrupts import install
 
 install()  # before the heavier imports: a Ctrl-C at any moment ends with one clean line
 try:
-    from promptevo.cli import main
+    from promptevo.cli.main import main
 except KeyboardInterrupt:
     sys.stderr.write("interrupted; finished work is saved\n")
     sys.stderr.flush()

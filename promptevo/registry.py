@@ -1,22 +1,203 @@
-"""Components by kind: renderers, reward models, LLM backends, post-render operations and
-objectives are registered under a name (llm's `register_models`), and a profile names kinds.
-`build_components` is the one place that turns a profile into models; a run stores its profile
-with the kinds, so `runs resume`, `runs report` and `apply` rebuild exactly what it used.
+"""The bottom floor: the contracts every component meets and the tables they are registered in.
 
-Adding a component is registering it, from any module (a test file included):
+Renderers, reward models, LLM backends, post-render operations, objectives, selectors and
+optimiser strategies are registered under a kind (llm's `register_models`); a profile names
+kinds, and a run stores its profile, so `runs resume`, `report` and `apply` rebuild exactly what
+it used. This module imports no implementation: each built-in registers itself in its own
+module, which the registry imports by name on first use (`BUILTINS`, the way simonw/llm loads its
+default plugins); third-party packages register through the `promptevo` entry-point group, and
+modules named in `PROMPTEVO_PLUGINS` (comma-separated) are imported too.
 
-    @register_reward("brightness", name=lambda config: "brightness-v1")
-    def build_brightness(config): return Brightness()
+Adding a reward is registering it, from any module (a test file included):
+
+    @register_reward("brightness", measures="mean brightness", scale=5.0)
+    def build(config): return Brightness()
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+import importlib
+import importlib.util
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from promptevo.config import LLMConfig, Profile, RenderConfig, ScorerConfig
+from promptevo.config import LLMConfig, RenderConfig, ScorerConfig
 from promptevo.errors import UserError
+
+# -- contracts -----------------------------------------------------------------------------------
+
+
+@dataclass
+class RenderBatch:
+    images: Any  # torch.Tensor [N, 3, H, W], float in [0, 1], on the render device
+    batch_sizes: list[int]  # images per pipeline call that produced each image
+
+
+class Renderer(Protocol):
+    config: RenderConfig  # resolved: the device and dtype actually used; config.text_window tokens fit
+    batch_limit: int  # images per pipeline call (halved on out-of-memory)
+
+    def render(self, prompts: Sequence[str], seeds: Sequence[int]) -> RenderBatch: ...
+
+    def token_count(self, text: str) -> int:
+        """Text-encoder tokens of `text`, start and end markers included."""
+        ...
+
+    def full_decoder(self) -> Renderer:
+        """This renderer with its full decoder: itself unless search rounds use a faster one.
+        The selection pass and the held-out evaluation render with it."""
+        ...
+
+
+def renderer_with_settings(renderer: Any, config: RenderConfig) -> Any | None:
+    """The renderer drawing with other call settings (steps, guidance, size, scheduler) while
+    sharing its weights, or None when it draws one setting only: the optional `with_settings`."""
+    method = getattr(type(renderer), "with_settings", None)
+    return method(renderer, config) if method else None
+
+
+class RewardModel:
+    """A reward: scores a batch of images against their target prompts. `name` is what its scores
+    are stored under and what objectives refer to; `version` is stored beside it. Subclasses
+    override `score`, and the defaults below where they differ."""
+
+    name: str = ""
+    version: str = ""
+    uses_text: bool = False  # score() also takes texts=, the rendered texts
+
+    def score(self, images: Any, prompts: Sequence[str]) -> list[float]:
+        raise NotImplementedError
+
+    def clear_cache(self) -> None:
+        """Forget per-prompt work kept between calls (benchmarks time it cold)."""
+
+
+Message = dict[str, str]  # {"role": ..., "content": ...}
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    model: str
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_s: float | None = None
+    attempts: int = 1
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class Request:
+    """One conversation for the LLM, with the role that asks and the structured fields its
+    meta-prompt was filled from. Real backends send `messages`; stand-ins answer from `role` and
+    `fields` and never parse the wording."""
+
+    role: str  # generator, gradient, modifier, ...
+    messages: list[Message]
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+
+class LLM(Protocol):
+    model_name: str
+
+    def complete(
+        self, requests: Sequence[Request], *, temperature: float | None = None, seed: int | None = None
+    ) -> list[Completion]:
+        """One completion per request, in order; a failed request comes back with `error` set."""
+        ...
+
+
+PostOp = Callable[[Any, Any], Any]  # (images [N, 3, H, W] in [0, 1], value) -> images; pure and deterministic
+
+
+class Objective:
+    """What a trial is worth from its rewards' scores. `spec()` rebuilds it ({"kind": registered
+    kind, **params}) and is stored with the run."""
+
+    def score(self, scores: Mapping[str, float]) -> float:
+        raise NotImplementedError
+
+    def spec(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def gain(self, scores: Mapping[str, float], naive: Mapping[str, float]) -> float:
+        """The paired gain over the naive prompt (guards override it to penalise a gain)."""
+        return self.score(scores) - self.score(naive)
+
+
+class Selector(Protocol):
+    """Picks k arms from their statistics (`optimise.bandit.ArmStats`)."""
+
+    name: str
+
+    def select(self, arms: Sequence[Any], k: int, rng: Any) -> list[int]: ...
+
+
+class Strategy(Protocol):
+    """An optimiser strategy (dspy's teleprompter, GEPA's adapter): how a search round draws its
+    prompts and arms, how new instructions are made, and how the answer is chosen. The optimiser
+    (`optimise.optimizer.Optimizer`, passed as `opt`) keeps the stages, the stored plans and the
+    progress; a strategy reads and decides through it."""
+
+    name: str
+    selection_pass: bool  # False: the answer is picked from the search rounds alone
+
+    def draw(self, opt: Any, r: int, rng: Any) -> tuple[list[str], list[list[int]]]:
+        """Round r's prompt ids and seeds per prompt."""
+        ...
+
+    def arms(self, opt: Any, r: int, rng: Any) -> list[int]:
+        """The instruction ids round r evaluates."""
+        ...
+
+    def evolve(self, opt: Any, r: int, rewards: dict[int, float]) -> list[dict[str, Any]]:
+        """New instructions after round r (not yet stored), from its mean gain per arm."""
+        ...
+
+    def candidates(self, opt: Any) -> list[dict[str, Any]]:
+        """The instructions the answer is picked from when no selection pass decides."""
+        ...
+
+
+# -- the reward repository's facts ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RewardInfo:
+    """What promptevo knows of a reward without loading it, given when it registers."""
+
+    kind: str
+    measures: str
+    scale_note: str
+    scale: float  # a gain of this size matters (the weighted objective's unit)
+    higher_is_better: bool
+    needs: str
+    version: str  # the real model's version
+    arch: str
+    modules: tuple[str, ...]  # Python packages it imports
+    judged: bool = False  # computed from people's judgements when trials are read, not by a model
+    reads_text: bool = False  # scores the rendered text, not the image (no use to an image-only objective)
+    tiny: Callable[[RewardInfo, str, str], ScorerConfig] | None = None  # its toy stand-in's config
+
+    def installed(self) -> bool:
+        return all(importlib.util.find_spec(m) is not None for m in self.modules)
+
+    def config(self, *, tiny: bool, device: str = "auto", dtype: str = "float32") -> ScorerConfig:
+        """The reward's config on a profile: its toy stand-in on tiny profiles (when it has one;
+        rewards that ship real weights score for real everywhere), else the real model."""
+        if tiny and self.tiny is not None:
+            return self.tiny(self, device, dtype)
+        return ScorerConfig(version=self.version, arch=self.arch, device=device, dtype=dtype, kind=self.kind)
+
+
+# -- the tables ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -24,14 +205,60 @@ class Entry:
     kind: str
     build: Callable[..., Any]
     name: Callable[[Any], str] | None = None  # rewards: the stored name, known without loading
+    info: RewardInfo | None = None
 
 
-_REGISTRY: dict[str, dict[str, Entry]] = {"renderer": {}, "reward": {}, "llm": {}, "post_op": {}, "objective": {}}
+GROUPS = ("renderer", "reward", "llm", "post_op", "objective", "selector", "strategy")
+_REGISTRY: dict[str, dict[str, Entry]] = {group: {} for group in GROUPS}
+
+BUILTINS = (  # modules that register the built-in kinds, imported on first use of any table
+    "promptevo.renderers.diffusers",
+    "promptevo.rewards.hps",
+    "promptevo.rewards.clip",
+    "promptevo.rewards.pickscore",
+    "promptevo.rewards.aesthetic",
+    "promptevo.rewards.brisque",
+    "promptevo.rewards.fidelity",
+    "promptevo.lab.synthetic",
+    "promptevo.rewards.imagereward",
+    "promptevo.rewards.measures",
+    "promptevo.rewards.judged",
+    "promptevo.rewards.objective",
+    "promptevo.llms.backends",
+    "promptevo.retouch.ops",
+    "promptevo.optimise.bandit",
+    "promptevo.optimise.strategies",
+)
+ENTRY_POINT_GROUP = "promptevo"
+_loaded = False
+_loading = threading.RLock()
 
 
-def _register(group: str, kind: str, name: Callable[[Any], str] | None = None):
+def load() -> None:
+    """Import the built-ins, then plugins (entry points, `PROMPTEVO_PLUGINS`), once."""
+    global _loaded
+    if _loaded:
+        return
+    with _loading:
+        if _loaded:
+            return
+        _loaded = True  # set first: a built-in that reads a table while registering must not recurse
+        for module in BUILTINS:
+            importlib.import_module(module)
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            ep.load()
+        for module in filter(None, (m.strip() for m in os.environ.get("PROMPTEVO_PLUGINS", "").split(","))):
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                raise UserError(f"PROMPTEVO_PLUGINS names {module!r}, which cannot be imported ({exc})") from None
+
+
+def _register(group: str, kind: str, name: Callable[[Any], str] | None = None, info: RewardInfo | None = None):
     def decorate(build):
-        _REGISTRY[group][kind] = Entry(kind, build, name)
+        _REGISTRY[group][kind] = Entry(kind, build, name, info)
         return build
 
     return decorate
@@ -42,10 +269,17 @@ def register_renderer(kind: str):
     return _register("renderer", kind)
 
 
-def register_reward(kind: str, *, name: Callable[[ScorerConfig], str]):
-    """`build(config: ScorerConfig) -> RewardModel`; `name(config)` is the name its scores are
-    stored under, which must be known without loading the model (reports, objectives)."""
-    return _register("reward", kind, name)
+def register_reward(kind: str, *, name: Callable[[ScorerConfig], str] | None = None, measures: str = "",
+                    scale: float = 1.0, higher_is_better: bool = True, scale_note: str = "", needs: str = "nothing",
+                    version: str = "v1", arch: str = "", modules: Sequence[str] = (), judged: bool = False, reads_text: bool = False,
+                    tiny: Callable[[RewardInfo, str, str], ScorerConfig] | None = None):
+    """`build(config: ScorerConfig) -> RewardModel`. `name(config)` is the name its scores are
+    stored under, known without loading the model (reports, objectives); by default KIND-VERSION.
+    The facts (what it measures, its scale, sign, needs, its toy stand-in) are what `promptevo
+    rewards` lists and what objectives weigh it by."""
+    info = RewardInfo(kind, measures, scale_note, float(scale), higher_is_better, needs, version, arch,
+                      tuple(modules), judged, reads_text, tiny)
+    return _register("reward", kind, name or (lambda config: f"{kind}-{config.version}"), info)
 
 
 def register_llm(kind: str):
@@ -63,7 +297,18 @@ def register_objective(kind: str):
     return _register("objective", kind)
 
 
+def register_selector(kind: str):
+    """`build(ucb_c: float, epsilon: float) -> Selector`."""
+    return _register("selector", kind)
+
+
+def register_strategy(kind: str):
+    """`build() -> Strategy`."""
+    return _register("strategy", kind)
+
+
 def _entry(group: str, kind: str) -> Entry:
+    load()
     try:
         return _REGISTRY[group][kind]
     except KeyError:
@@ -72,30 +317,47 @@ def _entry(group: str, kind: str) -> Entry:
 
 
 def kinds() -> dict[str, list[str]]:
+    load()
     return {group: sorted(entries) for group, entries in _REGISTRY.items()}
 
 
-def build_renderer(config: RenderConfig):
+def build_renderer(config: RenderConfig) -> Any:
     return _entry("renderer", config.kind).build(config)
 
 
-def build_reward(config: ScorerConfig):
+def build_reward(config: ScorerConfig) -> Any:
     return _entry("reward", config.kind).build(config)
 
 
 def reward_name(config: ScorerConfig) -> str:
-    return _entry("reward", config.kind).name(config)
+    name = _entry("reward", config.kind).name
+    assert name is not None
+    return name(config)
 
 
-def build_llm(config: LLMConfig):
+def reward_info(kind: str) -> RewardInfo:
+    load()
+    entry = _REGISTRY["reward"].get(kind)
+    if entry is None or entry.info is None:
+        raise UserError(f"unknown reward {kind!r}; the repository has {', '.join(_REGISTRY['reward'])} (`promptevo rewards`)")
+    return entry.info
+
+
+def reward_infos() -> dict[str, RewardInfo]:
+    """Every registered reward's facts, in registration order."""
+    load()
+    return {kind: e.info for kind, e in _REGISTRY["reward"].items() if e.info is not None}
+
+
+def build_llm(config: LLMConfig) -> Any:
     return _entry("llm", config.backend).build(config)
 
 
-def post_op(kind: str) -> Callable[..., Any]:
+def post_op(kind: str) -> PostOp:
     return _entry("post_op", kind).build
 
 
-def build_objective(spec: dict[str, Any]):
+def build_objective(spec: dict[str, Any]) -> Objective:
     params = {k: v for k, v in spec.items() if k != "kind"}
     try:
         return _entry("objective", spec["kind"]).build(**params)
@@ -103,125 +365,13 @@ def build_objective(spec: dict[str, Any]):
         raise UserError(f"objective {spec['kind']!r}: {exc}") from None
 
 
-@dataclass
-class Components:
-    """What a run needs: the LLM and the evaluator (renderer, post-ops, every reward)."""
-
-    llm: Any
-    evaluator: Any
-
-
-def build_components(profile: Profile, *, llm: bool = True, max_models: int = 2) -> Components:
-    """The models of a profile, each loaded once. The evaluator first: its weights are the ones
-    most often missing, and it fails before the LLM spends time loading."""
-    from promptevo.evaluation import EvaluatorSpec, LocalEvaluator
-
-    evaluator = LocalEvaluator.from_spec(EvaluatorSpec(render=profile.render, rewards=profile.rewards, max_models=max_models))
-    return Components(llm=build_llm(profile.llm) if llm else None, evaluator=evaluator)
-
-
-# -- the built-in kinds -------------------------------------------------------------------------
-
-
-@register_renderer("diffusers")
-def _diffusers(config: RenderConfig):
-    from promptevo.render import DiffusersRenderer
-
-    return DiffusersRenderer(config)
-
-
-@register_renderer("tiny")
-def _tiny_renderer(config: RenderConfig):
-    from dataclasses import replace
-
-    from promptevo.config import TINY
-    from promptevo.render import DiffusersRenderer
-
-    return DiffusersRenderer(replace(config, model=TINY))
-
-
-@register_renderer("synthetic")
-def _synthetic_renderer(config: RenderConfig):
-    from promptevo.synthetic import SyntheticRenderer, shared_embedder
-
-    return SyntheticRenderer(shared_embedder())
-
-
-@register_reward("hps", name=lambda config: f"hps-{config.version}")
-def _hps(config: ScorerConfig):
-    from promptevo.score import HPSScorer
-
-    return HPSScorer(config)
-
-
-@register_reward("synthetic", name=lambda config: "synthetic-v1")
-def _synthetic_reward(config: ScorerConfig):
-    from promptevo.synthetic import SyntheticScorer, shared_embedder
-
-    return SyntheticScorer(shared_embedder())
-
-
-@register_reward("synthetic-fidelity", name=lambda config: "synthetic-fidelity-v1")
-def _synthetic_fidelity(config: ScorerConfig):
-    from promptevo.synthetic import SyntheticFidelity, shared_embedder
-
-    return SyntheticFidelity(shared_embedder())
-
-
-@register_llm("openai")
-def _openai(config: LLMConfig):
-    from promptevo.llm import OpenAIChatLLM
-
-    return OpenAIChatLLM(config)
-
-
-@register_llm("local")
-def _local(config: LLMConfig):
-    from promptevo.llm import LocalLLM
-
-    return LocalLLM(config)
-
-
-@register_llm("scripted")
-def _scripted(config: LLMConfig):
-    """A script named as "module:function" (a function of the request), e.g. the bench's."""
-    import importlib
-
-    from promptevo.llm import ScriptedLLM
-
-    module, _, function = config.model.partition(":")
+def build_selector(kind: str, *, ucb_c: float = 1.0, epsilon: float = 0.2) -> Selector:
     try:
-        script = getattr(importlib.import_module(module), function)
-    except (ImportError, AttributeError, ValueError):
-        raise UserError(f"scripted LLM {config.model!r}: no such module:function") from None
-    return ScriptedLLM(script, model_name=config.model)
+        entry = _entry("selector", kind)
+    except UserError:
+        raise UserError(f"unknown selector {kind!r}; choose one of: {', '.join(_REGISTRY['selector'])}") from None
+    return entry.build(ucb_c=ucb_c, epsilon=epsilon)
 
 
-@register_llm("simulated")
-def _simulated(config: LLMConfig):
-    from promptevo.synthetic import SimulatedLLM, shared_embedder
-
-    return SimulatedLLM(shared_embedder())
-
-
-@register_objective("reward")
-def _reward_objective(reward: str):
-    from promptevo.objective import RewardObjective
-
-    return RewardObjective(reward)
-
-
-@register_objective("weighted")
-def _weighted_objective(weights, scales, signs, guards=None, penalty=10.0, kinds=None):
-    from promptevo.objective import WeightedObjective
-
-    return WeightedObjective(dict(weights), dict(scales), dict(signs), dict(guards or {}), float(penalty), dict(kinds or {}))
-
-
-def _register_repository() -> None:
-    """The reward repository's models (rewards.py) register themselves on import."""
-    import promptevo.image_ops  # noqa: F401 - the retouch operations, as post-ops
-    import promptevo.rewards  # noqa: F401
-
-
-_register_repository()
+def build_strategy(kind: str) -> Strategy:
+    return _entry("strategy", kind).build()

@@ -20,14 +20,14 @@ def tiny():
 
 @pytest.fixture(scope="session")
 def renderer(tiny):
-    from promptevo.render import DiffusersRenderer
+    from promptevo.renderers.diffusers import DiffusersRenderer
 
     return DiffusersRenderer(tiny.render)
 
 
 @pytest.fixture(scope="session")
 def scorer(tiny):
-    from promptevo.score import HPSScorer
+    from promptevo.rewards.hps import HPSScorer
 
     return HPSScorer(tiny.scorer)
 
@@ -35,7 +35,7 @@ def scorer(tiny):
 @pytest.fixture(scope="session")
 def smollm(tiny):
     """The real SmolLM2-135M-Instruct, loaded once for the whole session (about 20 s)."""
-    from promptevo.llm import LocalLLM
+    from promptevo.llms.backends import LocalLLM
 
     return LocalLLM(tiny.llm)
 
@@ -43,14 +43,14 @@ def smollm(tiny):
 @pytest.fixture(scope="session")
 def evaluator(renderer, scorer):
     """The tiny renderer and HPS-architecture reward behind the evaluation boundary."""
-    from promptevo.evaluation import LocalEvaluator
+    from promptevo.evaluation.evaluator import LocalEvaluator
 
     return LocalEvaluator(renderer, [scorer])
 
 
 @pytest.fixture
 def store(tmp_path):
-    from promptevo.store import Store
+    from promptevo.storage.store import Store
 
     with Store(tmp_path / "test.db") as s:
         yield s
@@ -58,6 +58,6 @@ def store(tmp_path):
 
 @pytest.fixture
 def repo(store):
-    from promptevo.repository import RunRepository
+    from promptevo.storage.repository import RunRepository
 
     return RunRepository(store)

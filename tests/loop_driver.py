@@ -5,11 +5,10 @@ A third argument `ray` renders and scores on two actors of a local Ray it starts
 import sys
 
 from promptevo.config import PROFILES
-from promptevo.llm import ScriptedLLM
-from promptevo.optimize import Optimizer
-from promptevo.registry import build_components
-from promptevo.store import Store
-
+from promptevo.evaluation.components import build_components
+from promptevo.llms.backends import ScriptedLLM
+from promptevo.optimise.optimizer import Optimizer
+from promptevo.storage.store import Store
 from tests.scripted import script
 
 if __name__ == "__main__":
@@ -17,8 +16,8 @@ if __name__ == "__main__":
     if sys.argv[3:] == ["ray"]:
         import ray
 
-        from promptevo.evaluation import EvaluatorSpec
-        from promptevo.ray_workers import RayEvaluator
+        from promptevo.evaluation.evaluator import EvaluatorSpec
+        from promptevo.evaluation.ray_workers import RayEvaluator
 
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
         tiny = PROFILES["tiny"]

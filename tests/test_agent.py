@@ -7,11 +7,11 @@ import pytest
 from typer.testing import CliRunner
 
 from promptevo import registry
-from promptevo.agent import parse_reply
-from promptevo.cli import _register_subcommands, app
-from promptevo.llm import ScriptedLLM
-from promptevo.repository import RunRepository
-from promptevo.store import Store
+from promptevo.cli.main import _register_subcommands, app
+from promptevo.llms.backends import ScriptedLLM
+from promptevo.optimise.agent import parse_reply
+from promptevo.storage.repository import RunRepository
+from promptevo.storage.store import Store
 
 from .hostile import corpus
 from .scripted import script
@@ -82,8 +82,8 @@ def test_feedback_reaches_the_agent_at_its_next_decision(tmp_path, monkeypatch):
     with Store(db) as s:
         repo = RunRepository(s)
         assert [e["data"]["text"] for e in repo.events(run_id, "feedback")] == ["drifting off the subject, be faithful"]
-        from promptevo import agent
-        from promptevo.objective import run_objective
+        from promptevo.optimise import agent
+        from promptevo.rewards.objective import run_objective
 
         spec = run_objective(repo, run_id).spec()
         decision = agent.decide(ScriptedLLM(agent_script(seen)), repo, run_id, 9, goal="pretty", spec=spec,

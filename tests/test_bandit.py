@@ -1,8 +1,18 @@
 import numpy as np
 import pytest
 
-from promptevo.bandit import ArmStats, EpsilonGreedy, Greedy, RandomSelector, RoundRobin, UCB1, best, make_selector, weakest
 from promptevo.errors import UserError
+from promptevo.optimise.bandit import (
+    UCB1,
+    ArmStats,
+    EpsilonGreedy,
+    Greedy,
+    RandomSelector,
+    RoundRobin,
+    best,
+    make_selector,
+    weakest,
+)
 from promptevo.stats import mean_ci, paired_ci, t_critical
 
 

@@ -17,8 +17,8 @@ pytestmark = pytest.mark.slow
 
 def test_a_running_run_updates_in_the_browser_as_rounds_finish(tmp_path):
     from promptevo.config import PROFILES
-    from promptevo.optimize import OptimizeConfig, create_run
-    from promptevo.store import Store
+    from promptevo.optimise.run_config import OptimizeConfig, create_run
+    from promptevo.storage.store import Store
 
     db = tmp_path / "live.db"
     with Store(db) as store:
@@ -61,12 +61,12 @@ def test_keyboard_judgements_change_the_human_reward_and_the_next_rounds_pick(tm
     """Two identical runs; in one, ten judgements made with the keyboard favour the arm with the
     lower mean gain. The run page shows its human value and mean gain rise, and greedy
     selection pulls it in round 3, while the unjudged twin pulls the other arm."""
-    from promptevo.evaluation import LocalEvaluator
-    from promptevo.optimize import Optimizer
-    from promptevo.repository import RunRepository
-    from promptevo.store import Store
-
     from playwright.sync_api import expect
+
+    from promptevo.evaluation.evaluator import LocalEvaluator
+    from promptevo.optimise.optimizer import Optimizer
+    from promptevo.storage.repository import RunRepository
+    from promptevo.storage.store import Store
 
     llm, renderer, scorer = synthetic
     (tmp_path / "a").mkdir()

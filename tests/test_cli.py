@@ -5,7 +5,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from promptevo.cli import _register_subcommands, app
+from promptevo.cli.main import _register_subcommands, app
 
 _register_subcommands()
 runner = CliRunner()
@@ -80,9 +80,9 @@ def test_module_entry_point_runs():
 
 def test_rewrite_logs_calls_when_given_a_database(tmp_path, monkeypatch):
     from promptevo import registry
-    from promptevo.llm import ScriptedLLM
-    from promptevo.repository import RunRepository
-    from promptevo.store import Store
+    from promptevo.llms.backends import ScriptedLLM
+    from promptevo.storage.repository import RunRepository
+    from promptevo.storage.store import Store
 
     monkeypatch.setattr(registry, "build_llm", lambda cfg: ScriptedLLM(["A misty waterfall, dawn light"]))
     r = invoke("rewrite", "a waterfall", "--db", str(tmp_path / "calls.db"), "--json")

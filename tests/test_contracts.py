@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from promptevo.config import LLMConfig
-from promptevo.llm import Request
+from promptevo.registry import Request
 
 PROMPTS = ["a waterfall", "a samurai in the rain, ink wash", "a fox"]
 
 
 @pytest.fixture(scope="module")
 def synthetic_parts():
-    from promptevo.synthetic import synthetic_models
+    from promptevo.lab.synthetic import synthetic_models
 
     return synthetic_models()
 
@@ -61,10 +61,9 @@ def reward_and_images(request, scorer, renderer, synthetic_parts):
         return "hps", scorer, renderer.render(PROMPTS, [1, 2, 3]).images
     if request.param == "synthetic":
         return "synthetic", synthetic_parts[2], synthetic_parts[1].render(PROMPTS, [1, 2, 3]).images
-    from promptevo.registry import build_reward
-    from promptevo.rewards import REPOSITORY
+    from promptevo.registry import build_reward, reward_info
 
-    return request.param, build_reward(REPOSITORY[request.param].config(tiny=True, device="cpu")), \
+    return request.param, build_reward(reward_info(request.param).config(tiny=True, device="cpu")), \
         renderer.render(PROMPTS, [1, 2, 3]).images
 
 
@@ -113,8 +112,8 @@ def any_llm(request, monkeypatch, synthetic_parts):
 
 
 def _requests():
-    from promptevo.critic import CritiqueExample, Examples
-    from promptevo.templates import template
+    from promptevo.llms.templates import template
+    from promptevo.optimise.critic import CritiqueExample, Examples
 
     fields = [
         ("generator", {"instruction": "Add the light and the colours.", "prompt": "a waterfall"}),
@@ -146,15 +145,15 @@ def any_evaluator(request, evaluator, tmp_path):
     if request.param == "local":
         yield evaluator
         return
-    from promptevo.evaluation import CachedEvaluator
-    from promptevo.store import Store
+    from promptevo.evaluation.evaluator import CachedEvaluator
+    from promptevo.storage.store import Store
 
     with Store(tmp_path / "cache.db") as store:
         yield CachedEvaluator(store, evaluator)
 
 
 def test_evaluator_contract(any_evaluator):
-    from promptevo.evaluation import Job
+    from promptevo.evaluation.evaluator import Job
 
     ev = any_evaluator
     v = ev.search_variant

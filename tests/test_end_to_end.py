@@ -36,8 +36,8 @@ def finished_run(tmp_path_factory):
 
 
 def test_optimize_with_real_smollm2_stores_gradients_and_heldout(finished_run):
-    from promptevo.repository import RunRepository
-    from promptevo.store import Store
+    from promptevo.storage.repository import RunRepository
+    from promptevo.storage.store import Store
 
     db, summary = finished_run
     assert summary["status"] == "finished"
@@ -61,7 +61,7 @@ def test_optimize_with_real_smollm2_stores_gradients_and_heldout(finished_run):
         messages = " ".join(c["messages_json"] for c in calls.values() if c["role"] == "gradient")
         images = store.images_count()
     with Store(db.with_name("reference.db"), readonly=True) as ref:
-        from promptevo.promptdb import PromptDB
+        from promptevo.promptdb.collection import PromptDB
 
         texts = {r["id"]: r["text"] for r in PromptDB(ref).select()}
     for event in used:

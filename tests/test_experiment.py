@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from promptevo.cli import _register_subcommands, app
+from promptevo.cli.main import _register_subcommands, app
 from promptevo.errors import UserError
-from promptevo.experiment import load_config, run_experiment
-from promptevo.repository import RunRepository
-from promptevo.store import Store
-from promptevo.synthetic import VOCABULARY
-from promptevo.templates import NO_GRADIENT_IMPROVEMENT
+from promptevo.lab.experiment import load_config, run_experiment
+from promptevo.lab.synthetic import VOCABULARY
+from promptevo.llms.templates import NO_GRADIENT_IMPROVEMENT
+from promptevo.storage.repository import RunRepository
+from promptevo.storage.store import Store
 
 from .conftest import SHARED
 
@@ -28,14 +28,14 @@ LEXICA = SHARED / "data" / "seed-paper" / "lexica_prompts.jsonl"
 @pytest.fixture(scope="module")
 def synthetic():
     from promptevo.embed import Embedder
-    from promptevo.synthetic import synthetic_models
+    from promptevo.lab.synthetic import synthetic_models
 
     return synthetic_models(Embedder())
 
 
 def test_synthetic_scorer_is_deterministic_prefers_the_hidden_target_and_keeps_fidelity(synthetic, tmp_path):
-    from promptevo.evaluation import CachedEvaluator, Job, LocalEvaluator
-    from promptevo.store import Store
+    from promptevo.evaluation.evaluator import CachedEvaluator, Job, LocalEvaluator
+    from promptevo.storage.store import Store
 
     _, renderer, scorer = synthetic
     prompts = ["a desert", "a desert, cinematic golden hour light, highly detailed, dramatic, warm colours",
@@ -59,11 +59,11 @@ def test_synthetic_scorer_is_deterministic_prefers_the_hidden_target_and_keeps_f
 
 def test_simulated_llm_follows_instructions_and_critiques(synthetic):
     llm = synthetic[0]
-    from promptevo.calls import ask
+    from promptevo.llms.calls import ask
 
     [rw] = ask(llm, "generator", [{"instruction": "Add cinematic, lighting. Keep it short.", "prompt": "a fox"}], role="generator")
     assert rw.completion.text.startswith("a fox, cinematic, lighting")
-    from promptevo.critic import CritiqueExample, Examples
+    from promptevo.optimise.critic import CritiqueExample, Examples
 
     shown = Examples([
         CritiqueExample("a fox", "a fox, dull, blurry", 1.0, "a fox, cinematic golden hour light, detailed", 3.0,
@@ -93,8 +93,8 @@ def test_simulated_critique_points_towards_the_hidden_preferences_it_never_sees(
     the hidden scorer than the blind edit's vocabulary."""
     import numpy as np
 
-    from promptevo.calls import ask
-    from promptevo.synthetic import keywords
+    from promptevo.lab.synthetic import keywords
+    from promptevo.llms.calls import ask
 
     llm, renderer, scorer = synthetic
     naive = NAIVE.read_text(encoding="utf-8").splitlines()[:6]
@@ -106,7 +106,7 @@ def test_simulated_critique_points_towards_the_hidden_preferences_it_never_sees(
         per_seed = [scorer.score(renderer.render(texts, [s] * len(texts)).images, targets) for s in seeds]
         return np.mean(per_seed, axis=0)
 
-    from promptevo.critic import CritiqueExample, Examples
+    from promptevo.optimise.critic import CritiqueExample, Examples
 
     blocks = []
     for prompt in naive:
@@ -194,7 +194,7 @@ def test_experiment_runs_every_arm_and_repeat_writes_tables_and_plots_and_skips_
     again = run_experiment(path, out=out)
     assert again["runs_done"] == 0 and again["runs_skipped"] == 4 and again["rows"] == results["rows"]
     # noise-free diagnostics: every run read, the chosen instruction is one the run had
-    from promptevo.synthetic import noise_free_runs
+    from promptevo.lab.synthetic import noise_free_runs
 
     runs = noise_free_runs(out, models=synthetic)
     assert [(r["arm"], r["repeat"]) for r in runs] == [("random", 0), ("random", 1), ("ucb", 0), ("ucb", 1)]
@@ -246,8 +246,8 @@ def test_objective_experiment_reports_every_reward_per_arm(tmp_path, synthetic):
     assert "diff_vs_reference" in rows[("synthetic-fidelity-v1", "random")]
     md = (tmp_path / "out" / "results.md").read_text(encoding="utf-8")
     assert "| synthetic-fidelity-v1 | random | 2 |" in md
-    from promptevo.repository import RunRepository
-    from promptevo.store import Store
+    from promptevo.storage.repository import RunRepository
+    from promptevo.storage.store import Store
 
     with Store(tmp_path / "out" / "runs" / "random-r0.db", readonly=True) as s:
         repo = RunRepository(s)

@@ -3,7 +3,7 @@ device (no memory, no download), their parameter counts equal the released check
 
 from accelerate import init_empty_weights
 
-from promptevo import faithful
+from promptevo.renderers import faithful
 
 
 def count(module):

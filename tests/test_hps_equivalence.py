@@ -30,7 +30,7 @@ def official(tmp_path_factory):
         import hpsv2_open_clip as official_clip
     finally:
         sys.path.remove(str(root))
-    from promptevo.tiny import TINY_HPS_ARCH, _CONFIGS, tiny_hps_checkpoint
+    from promptevo.rewards.hps import _CONFIGS, TINY_HPS_ARCH, tiny_hps_checkpoint
 
     official_clip.add_model_config(_CONFIGS / f"{TINY_HPS_ARCH}.json")
     model, _, preprocess_val = official_clip.create_model_and_transforms(

@@ -1,9 +1,10 @@
 import pytest
 
 from promptevo.config import LLMConfig
-from promptevo.generator import fit_window, rewrite
-from promptevo.llm import LLMFatalError, OpenAIChatLLM, Request, ScriptedLLM
-from promptevo.repository import RunRepository
+from promptevo.llms.backends import LLMFatalError, OpenAIChatLLM, ScriptedLLM
+from promptevo.optimise.generator import fit_window, rewrite
+from promptevo.registry import Request
+from promptevo.storage.repository import RunRepository
 
 from .openai_server import ScriptedServer
 

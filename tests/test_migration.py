@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from promptevo.cli import _register_subcommands, app
-from promptevo.llm import ScriptedLLM
-from promptevo.optimize import Optimizer
-from promptevo.repository import RunRepository
-from promptevo.store import Store
+from promptevo.cli.main import _register_subcommands, app
+from promptevo.llms.backends import ScriptedLLM
+from promptevo.optimise.optimizer import Optimizer
+from promptevo.storage.repository import RunRepository
+from promptevo.storage.store import Store
 
 from .scripted import script
 
@@ -56,7 +56,7 @@ def test_old_database_migrates_in_place_with_every_row_kept(old_db):
 
 
 def test_migrated_runs_summarise_exactly_as_the_old_code_did(old_db):
-    from promptevo.summary import summarize
+    from promptevo.optimise.summary import summarize
 
     expected = json.loads(FIXTURE.with_name("v1-runs.summary.json").read_text(encoding="utf-8"))
     with Store(old_db, readonly=True) as store:  # a read-only open migrates first

@@ -18,13 +18,15 @@ import pytest
 from typer.testing import CliRunner
 
 from promptevo import registry
-from promptevo.cli import _register_subcommands, app
-from promptevo.lease import RunBusy, RunLease, owner_alive
-from promptevo.llm import ScriptedLLM
-from promptevo.optimize import OptimizeConfig, Optimizer, create_run
-from promptevo.registry import Components
-from promptevo.repository import RunRepository
-from promptevo.store import Store
+from promptevo.cli.main import _register_subcommands, app
+from promptevo.evaluation import components
+from promptevo.evaluation.components import Components
+from promptevo.llms.backends import ScriptedLLM
+from promptevo.optimise.optimizer import Optimizer
+from promptevo.optimise.run_config import OptimizeConfig, create_run
+from promptevo.storage.lease import RunBusy, RunLease, owner_alive
+from promptevo.storage.repository import RunRepository
+from promptevo.storage.store import Store
 
 from .scripted import script
 
@@ -37,7 +39,7 @@ runner = CliRunner()
 @pytest.fixture
 def scripted_models(monkeypatch, evaluator):
     """The CLI's models: the tiny evaluator (already loaded) and the scripted LLM."""
-    monkeypatch.setattr(registry, "build_components", lambda profile, llm=True, **kw: Components(ScriptedLLM(script), evaluator))
+    monkeypatch.setattr(components, "build_components", lambda profile, llm=True, **kw: Components(ScriptedLLM(script), evaluator))
     monkeypatch.setattr(registry, "build_llm", lambda config: ScriptedLLM(script))
 
 
@@ -148,7 +150,7 @@ def test_rounds_done_counts_search_rounds_and_a_finished_run_resumes_without_loa
     def no_models(*a, **k):
         raise AssertionError("a finished run needs no model")
 
-    monkeypatch.setattr(registry, "build_components", no_models)
+    monkeypatch.setattr(components, "build_components", no_models)
     again = runner.invoke(app, ["runs", "resume", run_id, "--db", str(db), "--json"])
     assert again.exit_code == 0 and json.loads(again.stdout)["run_id"] == run_id
 
@@ -171,8 +173,8 @@ def test_progress_names_the_runs_answer_and_where_the_time_goes(tmp_path, script
     assert f"the run's answer: #{shown['best_instruction']['id']} " in chosen  # the last word equals the result
     last = re.search(r"best so far: #(\d+)", lines[-1]).group(1)
     with Store(db, readonly=True) as s:  # the last line named what the run answered before its selection pass
-        from promptevo.summary import arm_stats
-        import promptevo.bandit as bandit
+        import promptevo.optimise.bandit as bandit
+        from promptevo.optimise.summary import arm_stats
 
         repo = RunRepository(s)
         stats = arm_stats(repo, run_id, [i["id"] for i in repo.instructions(run_id) if i["origin"] != "baseline"])
@@ -247,7 +249,7 @@ def test_out_of_range_options_fail_before_any_model_loads(tmp_path, monkeypatch,
     def no_models(*a, **k):
         raise AssertionError("models loaded for a bad option")
 
-    monkeypatch.setattr(registry, "build_components", no_models)
+    monkeypatch.setattr(components, "build_components", no_models)
     r = runner.invoke(app, ["optimize", "a fox", "a cat", option, value, "--db", str(tmp_path / "x.db")])
     assert r.exit_code == 2 and message in r.output
     assert len([line for line in r.output.splitlines() if line.strip()]) == 1

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from promptevo import bandit
-from promptevo.cli import _register_subcommands, app
-from promptevo.hints import Hints, WordEffect, word_effects
+from promptevo.cli.main import _register_subcommands, app
+from promptevo.optimise import bandit
+from promptevo.optimise.hints import Hints, WordEffect, word_effects
 
 _register_subcommands()
 runner = CliRunner()
@@ -70,17 +70,18 @@ def test_word_hints_credit_the_word_that_scores_even_inside_bundles():
 @pytest.fixture(scope="module")
 def synthetic():
     from promptevo.embed import Embedder
-    from promptevo.synthetic import synthetic_models
+    from promptevo.lab.synthetic import synthetic_models
 
     return synthetic_models(Embedder())
 
 
 def test_pareto_optimiser_scores_every_candidate_on_one_set_sees_its_history_and_merges(synthetic, tmp_path):
-    from promptevo.evaluation import LocalEvaluator
-    from promptevo.optimize import OptimizeConfig, Optimizer, create_run
-    from promptevo.repository import RunRepository
-    from promptevo.store import Store
-    from promptevo.synthetic import synthetic_profile
+    from promptevo.evaluation.evaluator import LocalEvaluator
+    from promptevo.lab.synthetic import synthetic_profile
+    from promptevo.optimise.optimizer import Optimizer
+    from promptevo.optimise.run_config import OptimizeConfig, create_run
+    from promptevo.storage.repository import RunRepository
+    from promptevo.storage.store import Store
 
     llm, renderer, scorer = synthetic
     config = OptimizeConfig(rounds=4, selector="pareto", pareto_set=4, select_prompts=0, history=True, merge=True,
@@ -129,7 +130,7 @@ def test_optimizer_option_sets_the_pareto_defaults_and_refuses_unknown_names(tmp
 
 def test_default_loop_keeps_its_config_hash():
     """Runs made before the new options existed keep their hash (and so resume and compare)."""
-    from promptevo.optimize import OptimizeConfig
+    from promptevo.optimise.run_config import OptimizeConfig
 
     d = OptimizeConfig().to_dict()
     assert not {"parent", "history", "merge", "pareto_set"} & set(d)

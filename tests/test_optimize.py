@@ -3,8 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from promptevo.llm import ScriptedLLM
-from promptevo.optimize import OptimizeConfig, Optimizer, create_run, split_prompts
+from promptevo.llms.backends import ScriptedLLM
+from promptevo.optimise.optimizer import Optimizer
+from promptevo.optimise.run_config import OptimizeConfig, create_run, split_prompts
 
 from .scripted import junk, script
 
@@ -108,8 +109,8 @@ def test_overlong_rewrites_are_cut_to_the_text_window(store, repo, tiny, evaluat
 def test_tiny_vae_decodes_search_rounds_and_the_full_vae_the_final_numbers(store, repo, tiny, scorer):
     import dataclasses
 
-    from promptevo.evaluation import LocalEvaluator
-    from promptevo.render import DiffusersRenderer
+    from promptevo.evaluation.evaluator import LocalEvaluator
+    from promptevo.renderers.diffusers import DiffusersRenderer
 
     fast = DiffusersRenderer(dataclasses.replace(tiny.render, tiny_vae="tiny"))
     full = fast.full_decoder()

@@ -1,8 +1,13 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from promptevo.parsing import (
-    MAX_INSTRUCTION_CHARS, MAX_REWRITE_CHARS, clean_text, parse_gradient, parse_instruction, parse_rewrite,
+from promptevo.llms.parsing import (
+    MAX_INSTRUCTION_CHARS,
+    MAX_REWRITE_CHARS,
+    clean_text,
+    parse_gradient,
+    parse_instruction,
+    parse_rewrite,
 )
 
 

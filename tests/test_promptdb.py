@@ -11,9 +11,9 @@ import sys
 import pytest
 
 from promptevo.errors import UserError
-from promptevo.promptdb import PromptDB, Selection, auto_tags, split_part
-from promptevo.prompt_io import normalize, read_table
-from promptevo.store import Store
+from promptevo.promptdb.collection import PromptDB, Selection, auto_tags, split_part
+from promptevo.promptdb.prompt_io import normalize, read_table
+from promptevo.storage.store import Store
 
 from .conftest import SHARED
 
@@ -167,7 +167,7 @@ def test_tags_splits_and_export(tmp_path):
         test = pdb.select(Selection(split="test"))
         assert {r["id"] for r in test} == {p for p, part in parts.items() if part == "test"}
         described = pdb.describe(test)
-    from promptevo.prompt_io import write_selection
+    from promptevo.promptdb.prompt_io import write_selection
 
     write_selection(described, tmp_path / "test.jsonl")
     write_selection(described, tmp_path / "test.csv")
@@ -181,7 +181,7 @@ def test_tags_splits_and_export(tmp_path):
 
 
 def test_score_is_cached_and_summarised(tmp_path, renderer, evaluator):
-    from promptevo.evaluation import CachedEvaluator
+    from promptevo.evaluation.evaluator import CachedEvaluator
 
     (tmp_path / "p.txt").write_text("a waterfall\na samurai\na lighthouse\n", encoding="utf-8")
     with Store(tmp_path / "p.db") as store:
@@ -222,10 +222,11 @@ def test_database_opens_in_datasette(lexica_db):
 
 
 def test_reference_db_feeds_the_nearest_prompts_into_gradients(tmp_path, lexica_db, embedder, tiny, evaluator):
-    from promptevo.llm import ScriptedLLM
-    from promptevo.optimize import OptimizeConfig, Optimizer, create_run
-    from promptevo.references import ReferencePrompts
-    from promptevo.repository import RunRepository
+    from promptevo.llms.backends import ScriptedLLM
+    from promptevo.optimise.optimizer import Optimizer
+    from promptevo.optimise.run_config import OptimizeConfig, create_run
+    from promptevo.promptdb.references import ReferencePrompts
+    from promptevo.storage.repository import RunRepository
 
     from .scripted import script
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from promptevo.cli import _register_subcommands, app
-from promptevo.evaluation import EvaluatorSpec, Job
-from promptevo.ray_workers import shards
+from promptevo.cli.main import _register_subcommands, app
+from promptevo.evaluation.evaluator import EvaluatorSpec, Job
+from promptevo.evaluation.ray_workers import shards
 
 _register_subcommands()
 runner = CliRunner()
@@ -27,7 +27,7 @@ def jobs_for(variant, n=12):
 
 
 def test_shards_split_by_image_in_order_and_near_equal(tiny):
-    from promptevo.evaluation import Variant
+    from promptevo.evaluation.evaluator import Variant
 
     v = Variant(tiny.render)
     jobs = jobs_for(v, 7)
@@ -56,7 +56,7 @@ def ray_evaluator(tiny):
     import ray
 
     ray.init(num_cpus=2, resources={"gpu_slot": 2}, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    from promptevo.ray_workers import RayEvaluator
+    from promptevo.evaluation.ray_workers import RayEvaluator
 
     spec = EvaluatorSpec(render=tiny.render, rewards=tiny.rewards)
     evaluator = RayEvaluator(spec, actors=2, actor_options={"num_cpus": 0, "resources": {"gpu_slot": 1}})
@@ -92,7 +92,7 @@ def test_ray_actors_give_the_local_evaluators_results_in_job_order(ray_evaluator
 def test_an_actor_killed_mid_batch_loses_and_duplicates_nothing(ray_evaluator, evaluator, store):
     import ray
 
-    from promptevo.evaluation import CachedEvaluator
+    from promptevo.evaluation.evaluator import CachedEvaluator
 
     cached = CachedEvaluator(store, ray_evaluator)
     jobs = jobs_for(ray_evaluator.search_variant, 24)
@@ -120,9 +120,10 @@ def test_an_actor_killed_mid_batch_loses_and_duplicates_nothing(ray_evaluator, e
 
 @pytest.mark.slow
 def test_a_whole_optimisation_on_ray_matches_the_local_one(ray_evaluator, evaluator, tmp_path, tiny):
-    from promptevo.llm import ScriptedLLM
-    from promptevo.optimize import OptimizeConfig, Optimizer, create_run
-    from promptevo.store import Store
+    from promptevo.llms.backends import ScriptedLLM
+    from promptevo.optimise.optimizer import Optimizer
+    from promptevo.optimise.run_config import OptimizeConfig, create_run
+    from promptevo.storage.store import Store
     from tests.scripted import script
 
     config = OptimizeConfig(rounds=2, batch_size=3, population=2, new_per_gradient=1, select_prompts=2, eval_seeds=1)
@@ -141,10 +142,11 @@ def test_a_whole_optimisation_on_ray_matches_the_local_one(ray_evaluator, evalua
 def test_a_driver_killed_on_ray_resumes_to_the_uninterrupted_result(tmp_path, tiny, evaluator):
     """SIGKILL the driver (and with it the Ray it started) in round 2; a new driver on a new
     Ray finishes the run, with the counts and held-out numbers of an uninterrupted local run."""
-    from promptevo.llm import ScriptedLLM
-    from promptevo.optimize import OptimizeConfig, Optimizer, create_run
-    from promptevo.repository import RunRepository
-    from promptevo.store import Store
+    from promptevo.llms.backends import ScriptedLLM
+    from promptevo.optimise.optimizer import Optimizer
+    from promptevo.optimise.run_config import OptimizeConfig, create_run
+    from promptevo.storage.repository import RunRepository
+    from promptevo.storage.store import Store
     from tests.scripted import script
 
     root = Path(__file__).resolve().parent.parent
@@ -184,7 +186,7 @@ def test_bulk_scoring_with_ray_data_equals_local_scoring(tmp_path, ray_evaluator
     evaluator gives, and a second run finds everything in the cache."""
     import json
 
-    from promptevo.store import Store
+    from promptevo.storage.store import Store
 
     (tmp_path / "p.txt").write_text("\n".join(PROMPTS) + "\n")
     dbs = {}
@@ -208,7 +210,7 @@ def test_a_job_its_actor_raises_on_fails_alone_and_the_rest_is_stored(ray_evalua
     """A job the workers raise on (a variant with a post-render operation nobody registered)
     comes back with its error; the other jobs of its batch and shard are evaluated and stored,
     and it is stored nowhere."""
-    from promptevo.evaluation import CachedEvaluator, PostOp, Variant
+    from promptevo.evaluation.evaluator import CachedEvaluator, PostOp, Variant
 
     jobs = jobs_for(ray_evaluator.search_variant, 6)
     other = Variant(ray_evaluator.search_variant.render, (PostOp("no-such-op", 1.0),))
@@ -224,9 +226,10 @@ def test_a_job_its_actor_raises_on_fails_alone_and_the_rest_is_stored(ray_evalua
 def test_a_failed_job_is_recorded_and_the_round_goes_on(store, repo, tiny, evaluator):
     """The optimiser stores every trial but the failed one's and records why it failed (a
     scripted evaluator fails one job, as a Ray worker that raised on it reports it)."""
-    from promptevo.evaluation import CachedEvaluator
-    from promptevo.llm import ScriptedLLM
-    from promptevo.optimize import OptimizeConfig, Optimizer, create_run
+    from promptevo.evaluation.evaluator import CachedEvaluator
+    from promptevo.llms.backends import ScriptedLLM
+    from promptevo.optimise.optimizer import Optimizer
+    from promptevo.optimise.run_config import OptimizeConfig, create_run
     from tests.scripted import script
 
     class FailsOne:
@@ -238,7 +241,7 @@ def test_a_failed_job_is_recorded_and_the_round_goes_on(store, repo, tiny, evalu
             self.failed = None
 
         def evaluate(self, jobs):
-            from promptevo.evaluation import Evaluation
+            from promptevo.evaluation.evaluator import Evaluation
 
             out = self.inner.evaluate(jobs)
             if self.failed is None:

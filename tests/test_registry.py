@@ -14,13 +14,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from promptevo.cli import _register_subcommands, app
+from promptevo.cli.main import _register_subcommands, app
 from promptevo.config import ScorerConfig
 from promptevo.errors import UserError
-from promptevo.llm import ScriptedLLM
-from promptevo.optimize import OptimizeConfig, Optimizer, create_run
-from promptevo.registry import build_components, build_reward, kinds, register_objective, register_reward
-from promptevo.repository import RunRepository
+from promptevo.evaluation.components import build_components
+from promptevo.llms.backends import ScriptedLLM
+from promptevo.optimise.optimizer import Optimizer
+from promptevo.optimise.run_config import OptimizeConfig, create_run
+from promptevo.registry import build_reward, kinds, register_objective, register_reward
+from promptevo.storage.repository import RunRepository
 
 from .conftest import SHARED
 from .scripted import script
@@ -119,7 +121,7 @@ selector = "ucb"
     proc = subprocess.Popen([sys.executable, "-m", "promptevo", "experiment", "run", str(config), "--out", str(out)],
                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    from promptevo.store import Store
+    from promptevo.storage.store import Store
 
     deadline, run_id = time.monotonic() + 240, None
     while time.monotonic() < deadline and proc.poll() is None:

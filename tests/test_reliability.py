@@ -18,15 +18,21 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from promptevo.cli import _register_subcommands, app
+from promptevo.cli.main import _register_subcommands, app
 from promptevo.config import LLMConfig
-from promptevo.llm import LLMUnavailable, OpenAIChatLLM, ScriptedLLM
-from promptevo.optimize import OptimizeConfig, Optimizer, create_run
-from promptevo.repository import RunRepository
-from promptevo.parsing import clean_text, parse_gradient, parse_instruction, parse_rewrite
-from promptevo.store import Store
-from promptevo.summary import round_rewards
-from promptevo.templates import template
+from promptevo.llms.backends import LLMUnavailable, OpenAIChatLLM, ScriptedLLM
+from promptevo.llms.parsing import (
+    clean_text,
+    parse_gradient,
+    parse_instruction,
+    parse_rewrite,
+)
+from promptevo.llms.templates import template
+from promptevo.optimise.optimizer import Optimizer
+from promptevo.optimise.run_config import OptimizeConfig, create_run
+from promptevo.optimise.summary import round_rewards
+from promptevo.storage.repository import RunRepository
+from promptevo.storage.store import Store
 
 from .hostile import corpus
 from .openai_server import ScriptedServer

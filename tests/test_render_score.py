@@ -4,11 +4,11 @@ import pytest
 import torch
 from PIL import Image
 
-from promptevo.render import png_bytes, to_uint8
+from promptevo.images import png_bytes, to_uint8
 
 
 def test_tiny_pipeline_loads_through_from_pretrained(renderer):
-    from promptevo.tiny import tiny_sd_path
+    from promptevo.renderers.tiny import tiny_sd_path
 
     assert (tiny_sd_path() / "model_index.json").is_file()
     assert type(renderer.pipe).__name__ == "StableDiffusionPipeline"
@@ -51,7 +51,7 @@ def test_text_features_are_computed_once_per_prompt(scorer):
 def test_score_is_100_times_the_cosine(scorer):
     image = torch.randint(0, 256, (1, 3, 224, 224)).float() / 255  # already 8-bit, as images are
     value = scorer.score(image, ["a lighthouse"])[0]
-    from promptevo.score import hps_preprocess
+    from promptevo.rewards.hps import hps_preprocess
 
     with torch.inference_mode():
         img = scorer.model.encode_image(hps_preprocess(image, 224, scorer.mean, scorer.std), normalize=True)
@@ -78,7 +78,7 @@ def test_out_of_memory_halves_the_batch(renderer, monkeypatch):
 
 
 def test_cached_evaluator_caches_images_and_scores(store, renderer, evaluator):
-    from promptevo.evaluation import CachedEvaluator, Job
+    from promptevo.evaluation.evaluator import CachedEvaluator, Job
 
     v = evaluator.search_variant
     cached = CachedEvaluator(store, evaluator)
@@ -101,7 +101,7 @@ def test_cached_evaluator_caches_images_and_scores(store, renderer, evaluator):
 def test_speed_settings_are_in_the_render_config_and_tiny_vae_renders(tiny):
     import dataclasses
 
-    from promptevo.render import DiffusersRenderer
+    from promptevo.renderers.diffusers import DiffusersRenderer
 
     assert "tiny_vae" not in tiny.render.identity()  # old configs keep their hash
     fast = dataclasses.replace(tiny.render, channels_last=True, tiny_vae="tiny")

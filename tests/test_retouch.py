@@ -9,12 +9,24 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from promptevo.cli import _register_subcommands, app
-from promptevo.image_ops import OPS, STAGES, apply_op, apply_steps
-from promptevo.llm import ScriptedLLM
-from promptevo.measures import blockiness, describe, noise_sigma, psnr, sharpness, ssim
-from promptevo.retouch import RetouchObjective, RetouchSettings, RulePlanner, retouch_images
-from promptevo.retouch_plan import PlanError, parse_reply, validate
+from promptevo.cli.main import _register_subcommands, app
+from promptevo.llms.backends import ScriptedLLM
+from promptevo.retouch.ops import OPS, STAGES, apply_op, apply_steps
+from promptevo.retouch.plan import PlanError, parse_reply, validate
+from promptevo.retouch.planner import (
+    RetouchObjective,
+    RetouchSettings,
+    RulePlanner,
+    retouch_images,
+)
+from promptevo.rewards.measures import (
+    blockiness,
+    describe,
+    noise_sigma,
+    psnr,
+    sharpness,
+    ssim,
+)
 
 runner = CliRunner()
 _register_subcommands()
@@ -101,7 +113,7 @@ def test_invalid_plans_are_refused_naming_the_step(plan, message):
 
 
 def test_plans_hash_into_the_variant_by_their_values_not_their_reasons(tiny):
-    from promptevo.evaluation import Variant
+    from promptevo.evaluation.evaluator import Variant
 
     a = validate([{"op": "sharpen", "value": 0.5, "reason": "soft"}, {"op": "denoise", "value": 0.2}])
     b = validate([{"op": "sharpen", "value": 0.5, "reason": "other words"}, {"op": "denoise", "value": 0.2}])
@@ -203,7 +215,7 @@ def test_a_vision_model_receives_the_image_with_the_statistics(monkeypatch, obje
 
 
 def _save(image, path):
-    from promptevo.image_io import save_png
+    from promptevo.images import save_png
 
     save_png(image, path)
     return str(path)
@@ -294,10 +306,11 @@ def retouch_script(request):
 
 
 def test_optimize_with_retouch_plans_once_and_reuses_retouched_images_on_resume(tmp_path, tiny, evaluator):
-    from promptevo.evaluation import CachedEvaluator
-    from promptevo.optimize import OptimizeConfig, Optimizer, create_run
-    from promptevo.repository import RunRepository
-    from promptevo.store import Store
+    from promptevo.evaluation.evaluator import CachedEvaluator
+    from promptevo.optimise.optimizer import Optimizer
+    from promptevo.optimise.run_config import OptimizeConfig, create_run
+    from promptevo.storage.repository import RunRepository
+    from promptevo.storage.store import Store
 
     class Counting:
         """The evaluator, counting what it renders."""
@@ -352,7 +365,7 @@ def test_optimize_with_retouch_plans_once_and_reuses_retouched_images_on_resume(
 
 
 def test_degradations_are_seeded_and_the_oracle_inverts_them():
-    from promptevo.retouch_bench import degrade, oracle
+    from promptevo.lab.retouch_bench import degrade, oracle
 
     clean = photo("astronaut", size=(64, 64))
     for kind in ["underexpose", "cast", "low_contrast", "desaturate", "noise", "blur+noise"]:

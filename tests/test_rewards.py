@@ -11,12 +11,11 @@ import torch
 from typer.testing import CliRunner
 
 from promptevo import registry
-from promptevo.cli import _register_subcommands, app
-from promptevo.llm import ScriptedLLM
-from promptevo.registry import build_reward
-from promptevo.repository import RunRepository
-from promptevo.rewards import REPOSITORY
-from promptevo.store import Store
+from promptevo.cli.main import _register_subcommands, app
+from promptevo.llms.backends import ScriptedLLM
+from promptevo.registry import build_reward, reward_infos
+from promptevo.storage.repository import RunRepository
+from promptevo.storage.store import Store
 
 from .scripted import script
 
@@ -30,13 +29,13 @@ def photos(size=224):
     import skimage.data as data
     from PIL import Image
 
-    from promptevo.score import pil_to_tensor
+    from promptevo.images import pil_to_tensor
 
     return pil_to_tensor([Image.fromarray(f()).convert("RGB").resize((size, size)) for f in (data.astronaut, data.coffee, data.chelsea)])
 
 
 def tiny_reward(kind):
-    return build_reward(REPOSITORY[kind].config(tiny=True, device="cpu"))
+    return build_reward(reward_infos()[kind].config(tiny=True, device="cpu"))
 
 
 def test_rewards_command_lists_the_repository():
@@ -99,8 +98,13 @@ def test_imagereward_equals_imscores_port_on_the_same_weights():
     from imscore.imreward.vit import VisionTransformer
     from transformers import BertConfig
 
-    from promptevo.rewards import IMAGEREWARD_MEAN, IMAGEREWARD_STD, aesthetic_mlp, imagereward_tokenizer
-    from promptevo.tiny import tiny_imagereward_checkpoint
+    from promptevo.rewards.aesthetic import aesthetic_mlp
+    from promptevo.rewards.imagereward import (
+        IMAGEREWARD_MEAN,
+        IMAGEREWARD_STD,
+        imagereward_tokenizer,
+        tiny_imagereward_checkpoint,
+    )
 
     reward = tiny_reward("imagereward")
     images, prompts = photos(224), ["an astronaut in a white suit", "a cup of coffee", "a cat"]
@@ -160,8 +164,13 @@ def test_text_fidelity_reads_the_rewrite_against_the_prompt():
 
 
 def test_weighted_objective_scales_signs_and_guards():
-    from promptevo.objective import WeightedObjective, gain_of, parse_weights, weighted_spec
     from promptevo.registry import build_objective
+    from promptevo.rewards.objective import (
+        WeightedObjective,
+        gain_of,
+        parse_weights,
+        weighted_spec,
+    )
 
     assert parse_weights("hps=1, clip=0.5,brisque") == {"hps": 1.0, "clip": 0.5, "brisque": 1.0}
     spec = weighted_spec({"hps": 1, "brisque": 1}, {"clip": 1.0}, {"hps": "hps-x", "brisque": "brisque-0.2", "clip": "clip-x"})

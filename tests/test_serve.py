@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from promptevo import human
-from promptevo.cli import _register_subcommands, app
+from promptevo.cli.main import _register_subcommands, app
 from promptevo.errors import UserError
 from tests.hostile import BASE
 from tests.web import PROMPTS, free_port, steering_config
@@ -46,10 +46,11 @@ def test_human_values_stay_finite_count_ties_as_half_and_leave_unjudged_arms_at_
 
 
 def _synthetic_run(tmp_path, synthetic, prompts=PROMPTS, rounds=2, **changes):
-    from promptevo.evaluation import LocalEvaluator
-    from promptevo.optimize import Optimizer, create_run
-    from promptevo.store import Store
-    from promptevo.synthetic import synthetic_profile
+    from promptevo.evaluation.evaluator import LocalEvaluator
+    from promptevo.lab.synthetic import synthetic_profile
+    from promptevo.optimise.optimizer import Optimizer
+    from promptevo.optimise.run_config import create_run
+    from promptevo.storage.store import Store
 
     llm, renderer, scorer = synthetic
     db = tmp_path / "runs.db"
@@ -64,14 +65,14 @@ def _synthetic_run(tmp_path, synthetic, prompts=PROMPTS, rounds=2, **changes):
 @pytest.fixture(scope="module")
 def synthetic():
     from promptevo.embed import Embedder
-    from promptevo.synthetic import synthetic_models
+    from promptevo.lab.synthetic import synthetic_models
 
     return synthetic_models(Embedder())
 
 
 def test_judgements_are_checked_and_make_the_human_score_of_every_trial(tmp_path, synthetic):
-    from promptevo.repository import RunRepository
-    from promptevo.store import Store
+    from promptevo.storage.repository import RunRepository
+    from promptevo.storage.store import Store
 
     db, run_id = _synthetic_run(tmp_path, synthetic)
     with Store(db) as store:
@@ -107,8 +108,8 @@ def test_rerank_by_judgements_needs_some(tmp_path, synthetic):
 
 
 def test_runs_without_judgements_or_a_human_weight_carry_no_human_score(tmp_path, synthetic):
-    from promptevo.repository import RunRepository
-    from promptevo.store import Store
+    from promptevo.storage.repository import RunRepository
+    from promptevo.storage.store import Store
 
     db, run_id = _synthetic_run(tmp_path, synthetic, rounds=1, objective=None)
     with Store(db) as store:
@@ -118,10 +119,10 @@ def test_runs_without_judgements_or_a_human_weight_carry_no_human_score(tmp_path
 def test_judgements_steer_the_next_rounds_arm_choice(tmp_path, synthetic):
     """Two identical runs; in one, judgements favour the arm with the lower mean gain; greedy
     selection then pulls that arm in round 3, while the other run pulls the better one."""
-    from promptevo.evaluation import LocalEvaluator
-    from promptevo.optimize import Optimizer
-    from promptevo.repository import RunRepository
-    from promptevo.store import Store
+    from promptevo.evaluation.evaluator import LocalEvaluator
+    from promptevo.optimise.optimizer import Optimizer
+    from promptevo.storage.repository import RunRepository
+    from promptevo.storage.store import Store
 
     llm, renderer, scorer = synthetic
     (tmp_path / "a").mkdir()
@@ -174,7 +175,7 @@ def test_next_pair_prefers_live_arms_judged_least_and_never_repeats_a_pair():
 @pytest.fixture(scope="module")
 def hostile_run(tmp_path_factory, synthetic):
     """A run whose prompts and instructions are hostile strings, and the web app over it."""
-    from promptevo.serve import create_app
+    from promptevo.web.app import create_app
 
     tmp = tmp_path_factory.mktemp("hostile")
     db, run_id = _synthetic_run(tmp, synthetic, prompts=HOSTILE + PROMPTS[:3], rounds=1,
@@ -244,7 +245,7 @@ def test_pages_are_read_while_an_optimiser_holds_the_write_lock(hostile_run):
 
 
 def test_the_json_api_is_strict_json_for_scripts(hostile_run):
-    from promptevo.serve import _finite
+    from promptevo.web.app import _finite
 
     client, run_id, _ = hostile_run
 
@@ -272,7 +273,7 @@ def test_serve_refuses_a_missing_database_and_a_busy_port(tmp_path, hostile_run)
 
 
 def test_the_human_reward_is_in_the_repository_and_needs_no_model():
-    from promptevo.cli_runs import _with_objective
+    from promptevo.cli.runs import _with_objective
     from promptevo.config import PROFILES
 
     rows = {r["kind"]: r for r in json.loads(runner.invoke(app, ["rewards", "--json"]).stdout)}

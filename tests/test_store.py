@@ -3,8 +3,8 @@ import sqlite3
 import pytest
 
 from promptevo.errors import UserError
-from promptevo.migrations import MIGRATIONS
-from promptevo.store import Store
+from promptevo.storage.migrations import MIGRATIONS
+from promptevo.storage.store import Store
 
 EXPECTED_SCHEMA = {
     "_migrations": ["name", "applied_at"],
@@ -98,7 +98,7 @@ def test_reading_a_database_without_promptevo_tables_is_a_user_error(tmp_path):
             Store(path, readonly=True)
     from typer.testing import CliRunner
 
-    from promptevo.cli import _register_subcommands, app
+    from promptevo.cli.main import _register_subcommands, app
 
     _register_subcommands()
     r = CliRunner().invoke(app, ["runs", "list", "--db", str(other)])
@@ -135,7 +135,7 @@ def test_read_only_database_is_a_user_error(tmp_path):
 def test_an_old_database_is_upgraded_and_its_prompts_become_searchable(tmp_path):
     import sqlite_utils
 
-    from promptevo import migrations
+    from promptevo.storage import migrations
 
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path, isolation_level=None)
@@ -187,7 +187,7 @@ def test_a_migration_another_process_just_applied_is_not_applied_again(tmp_path)
     this one reading what is done and taking the write lock; this one must then skip them."""
     import sqlite_utils
 
-    from promptevo.migrations import apply_migrations
+    from promptevo.storage.migrations import apply_migrations
 
     path = tmp_path / "new.db"
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from promptevo.cli import _register_subcommands, app
+from promptevo.cli.main import _register_subcommands, app
 from promptevo.errors import UserError
-from promptevo.llm import ScriptedLLM
+from promptevo.llms.backends import ScriptedLLM
 
 from .scripted import script
 from .test_end_to_end import promptevo
@@ -24,7 +24,12 @@ PROMPTS = ["a waterfall", "a samurai", "a lighthouse at night", "a fox in the sn
 
 def test_variant_specs_parse_and_refuse_bad_settings(tmp_path):
     from promptevo.config import PROFILES
-    from promptevo.variants import load_variants, named, parse_variant, render_of
+    from promptevo.optimise.variants import (
+        load_variants,
+        named,
+        parse_variant,
+        render_of,
+    )
 
     assert parse_variant("steps=2, guidance=5,size=128x64,name=fast") == {
         "steps": 2, "guidance": 5.0, "width": 128, "height": 64, "name": "fast"}
@@ -48,7 +53,7 @@ def test_variant_specs_parse_and_refuse_bad_settings(tmp_path):
 @pytest.fixture(scope="module")
 def three_models(tmp_path_factory):
     """Three tiny Stable Diffusion folders: three models as far as the pool can tell."""
-    from promptevo.tiny import tiny_sd_path
+    from promptevo.renderers.tiny import tiny_sd_path
 
     root = tmp_path_factory.mktemp("models")
     return [shutil.copytree(tiny_sd_path(), root / name) for name in ("a", "b", "c")]
@@ -61,7 +66,7 @@ def _config(folder, **kw):
 
 
 def test_pool_loads_lazily_shares_a_model_between_variants_and_releases_the_least_recently_used(three_models):
-    from promptevo.model_pool import ModelPool
+    from promptevo.evaluation.model_pool import ModelPool
     from promptevo.registry import build_renderer
 
     a, b, c = three_models
@@ -88,8 +93,8 @@ def test_pool_loads_lazily_shares_a_model_between_variants_and_releases_the_leas
 
 
 def test_a_variant_that_cannot_load_fails_its_jobs_alone(evaluator, tmp_path):
-    from promptevo.evaluation import Job, Variant
-    from promptevo.variants import variant_of
+    from promptevo.evaluation.evaluator import Job, Variant
+    from promptevo.optimise.variants import variant_of
 
     broken = variant_of(evaluator.search_variant, {"model": str(tmp_path / "no-such-model")})
     fast = variant_of(evaluator.search_variant, {"steps": 1})
@@ -105,7 +110,7 @@ def test_a_variant_that_cannot_load_fails_its_jobs_alone(evaluator, tmp_path):
 
 
 def test_routing_groups_prompts_and_picks_each_groups_best_arm():
-    from promptevo.routing import assign, kmeans, route_table
+    from promptevo.optimise.routing import assign, kmeans, route_table
 
     rng = np.random.default_rng(0)
     centres = np.eye(4)[:2]
@@ -125,8 +130,9 @@ def test_routing_groups_prompts_and_picks_each_groups_best_arm():
 
 
 def test_optimise_instruction_and_variant_with_a_failing_variant_routes_and_records_cost(store, repo, tiny, evaluator, tmp_path):
-    from promptevo.optimize import OptimizeConfig, Optimizer, create_run
-    from promptevo.variants import named
+    from promptevo.optimise.optimizer import Optimizer
+    from promptevo.optimise.run_config import OptimizeConfig, create_run
+    from promptevo.optimise.variants import named
 
     variants = tuple(named([{"steps": 1}, {"steps": 2}, {"model": str(tmp_path / "missing"), "name": "broken"}]))
     config = OptimizeConfig(rounds=3, batch_size=3, arms_per_round=3, eval_seeds=1, route_groups=2, variants=variants)
@@ -162,8 +168,9 @@ def test_optimise_instruction_and_variant_with_a_failing_variant_routes_and_reco
 
 
 def test_joint_search_selects_pairs_and_cost_weight_needs_variants(store, repo, tiny, evaluator):
-    from promptevo.optimize import OptimizeConfig, Optimizer, create_run
-    from promptevo.variants import named
+    from promptevo.optimise.optimizer import Optimizer
+    from promptevo.optimise.run_config import OptimizeConfig, create_run
+    from promptevo.optimise.variants import named
 
     config = OptimizeConfig(rounds=2, batch_size=2, arms_per_round=2, eval_seeds=1, variant_search="joint",
                             variants=tuple(named([{"steps": 1}, {"steps": 2}])), cost_weight=0.5)

@@ -28,10 +28,10 @@ def steering_config(**changes):
     """Two seed instructions, one pulled per round (round 1 the first, round 2 the second, then
     greedy by mean gain), no new instructions: round 3's pick is decided by what rounds 1-2 and
     the judgements say. Objective: the synthetic reward plus the human reward at weight 3."""
-    from promptevo.objective import weighted_spec
-    from promptevo.optimize import OptimizeConfig
+    from promptevo.lab.synthetic import synthetic_profile
+    from promptevo.optimise.run_config import OptimizeConfig
     from promptevo.registry import reward_name
-    from promptevo.synthetic import synthetic_profile
+    from promptevo.rewards.objective import weighted_spec
 
     spec = weighted_spec({"synthetic": 1, "human": 3}, {}, {"synthetic": reward_name(synthetic_profile().scorer), "human": "human"})
     return OptimizeConfig(**{"rounds": 3, "population": 2, "arms_per_round": 1, "new_per_gradient": 0, "selector": "greedy",

@@ -1,0 +1,105 @@
+"""What every command shares: the error policy (user mistakes exit 2 without a traceback), the
+two consoles (data on stdout, people on stderr), profile options, and input readers."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
+
+from promptevo.config import Profile, get_profile
+from promptevo.errors import UserError
+
+out = Console(soft_wrap=True)  # data
+err = Console(stderr=True)  # people: progress, messages
+if not err.is_terminal and "COLUMNS" not in os.environ:
+    err.width = 4096  # a log file or pipe: keep table rows and commands whole instead of wrapping at 80
+
+_current_run: dict[str, str] = {}  # the run a command works on, for the interrupt message
+
+
+def working_on(run_id: str, db: os.PathLike | str) -> None:
+    _current_run.update(run=run_id, db=str(db))
+
+
+class Group(TyperGroup):
+    """Turns UserError anywhere below into a one-line message and exit code 2, and Ctrl-C or
+    SIGTERM into one line that says how to continue."""
+
+    def invoke(self, ctx):
+        from promptevo.interrupts import Terminated
+
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt as exc:
+            what = "stopped (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+            hint = (f"; continue with `promptevo runs resume {_current_run['run']} --db {_current_run['db']}`"
+                    if _current_run else "")
+            err.print(f"[yellow]{what}[/]; finished work is saved{escape(hint)}", soft_wrap=True)
+            raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
+
+
+def new_app(help: str) -> typer.Typer:
+    return typer.Typer(
+        cls=Group, help=help, no_args_is_help=True, pretty_exceptions_show_locals=False,
+        rich_markup_mode="rich", add_completion=False,
+    )
+
+
+ProfileOpt = Annotated[str, typer.Option("--profile", "-p", help="Model bundle: see `promptevo profiles`.", envvar="PROMPTEVO_PROFILE")]
+DeviceOpt = Annotated[str | None, typer.Option(help="Device for all models: cpu, cuda, cuda:1, mps (default: the profile's).")]
+LLMModelOpt = Annotated[str | None, typer.Option(help="LLM: hub id, local folder or .gguf file (local), or API model name.")]
+LLMBaseURLOpt = Annotated[str | None, typer.Option(help="OpenAI-compatible server URL (vLLM, Ollama, llama.cpp); key from OPENAI_API_KEY.", envvar="OPENAI_BASE_URL")]
+RenderModelOpt = Annotated[str | None, typer.Option(help="diffusers model: hub id or local folder.")]
+HPSCheckpointOpt = Annotated[str | None, typer.Option(help="Local HPS v2/v2.1 checkpoint file.")]
+ChannelsLastOpt = Annotated[bool, typer.Option("--channels-last", help="channels_last memory format for the UNet and VAE (GPU speed).")]
+CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile the UNet (slow first call).")]
+TinyVaeOpt = Annotated[str | None, typer.Option(help="TAESD decoder instead of the full VAE: hub id (madebyollin/taesd, madebyollin/taesdxl), folder, or 'tiny'.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout for scripts.")]
+
+
+def build_profile(
+    name: str, *, device=None, llm_model=None, llm_base_url=None, render_model=None, hps_checkpoint=None,
+    channels_last=False, compile=False, tiny_vae=None,
+) -> Profile:
+    return get_profile(name).with_overrides(
+        device=device, llm_model=llm_model, llm_base_url=llm_base_url,
+        render_model=render_model, hps_checkpoint=hps_checkpoint,
+        channels_last=channels_last, compile=compile, tiny_vae=tiny_vae,
+    )
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+@contextlib.contextmanager
+def progress_bar(description: str) -> Iterator:
+    """A callback (done, total) drawing a bar on stderr; silent when stderr is not a terminal."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update

@@ -1,0 +1,196 @@
+"""What a run's stored trials say, through its objective: per-round arm rewards, arm statistics,
+the held-out table and the run summary that `runs show`, reports, exports and experiments print.
+Read-only: nothing here renders, scores or writes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from promptevo.optimise import bandit
+from promptevo.rewards.objective import Objective, run_objective
+from promptevo.rewards.objective import round_rewards as objective_round_rewards
+from promptevo.stats import mean_ci, paired_ci
+from promptevo.storage.lease import status_of
+from promptevo.storage.repository import RunRepository
+
+
+def round_rewards(repo: RunRepository, run_id: str, objective: Objective | None = None,
+                  include_round: int | None = None, phase: str = "search") -> list[dict[str, Any]]:
+    """Per (instruction, round) of a phase: mean gain over the naive prompt on the same
+    (prompt, seed) pairs, over finished rounds (plus `include_round`, the one being decided)."""
+    objective = objective or run_objective(repo, run_id)
+    return objective_round_rewards(repo.trials(run_id, phase=phase, finished=True, also_round=include_round), objective)
+
+
+def arm_stats(repo: RunRepository, run_id: str, ids: Sequence[int], include_round: int | None = None,
+              objective: Objective | None = None) -> list[bandit.ArmStats]:
+    """Per arm: its reward in each search round it was pulled, and its gains per prompt."""
+    from promptevo.rewards.objective import paired_gains, rewards_by_round
+
+    objective = objective or run_objective(repo, run_id)
+    stats = {i: bandit.ArmStats(arm=i) for i in ids}
+    gains = paired_gains(repo.trials(run_id, phase="search", finished=True, also_round=include_round), objective)
+    for row in rewards_by_round(gains):
+        if row["arm"] in stats:
+            stats[row["arm"]].rewards.append(row["reward"])
+    for g in gains:
+        if g.trial.instruction_id in stats:
+            stats[g.trial.instruction_id].per_prompt.setdefault(g.trial.prompt_id, []).append(g.gain)
+    return [stats[i] for i in ids]
+
+
+def heldout_table(repo: RunRepository, run_id: str, objective: Objective | None = None) -> list[dict[str, Any]]:
+    """Per evaluation arm: mean objective score with 95% CI, and the paired difference to the
+    naive prompt on the same (prompt, seed) pairs."""
+    objective = objective or run_objective(repo, run_id)
+    trials = sorted(repo.trials(run_id, phase="evaluation"), key=lambda t: (t.prompt_id, t.seed))
+    by_arm: dict[str, dict[tuple[str, int], float]] = {}
+    instr: dict[str, int | None] = {}
+    for t in trials:
+        by_arm.setdefault(t.arm, {})[(t.prompt_id, t.seed)] = objective.score(t.scores)
+        instr[t.arm] = t.instruction_id
+    naive = by_arm.get("naive", {})
+    table = []
+    for arm in sorted(by_arm, key=lambda a: (a != "best", a != "initial", a)):
+        values = by_arm[arm]
+        keys = sorted(k for k in values if k in naive)
+        diff = paired_ci([values[k] for k in keys], [naive[k] for k in keys]) if arm != "naive" else None
+        table.append({
+            "arm": arm, "instruction_id": instr[arm], **{f"score_{k}": v for k, v in mean_ci(list(values.values())).to_dict().items()},
+            "diff_vs_naive": diff.to_dict() if diff else None,
+        })
+    return table
+
+
+def heldout_by_reward(repo: RunRepository, run_id: str) -> dict[str, list[dict[str, Any]]]:
+    """The held-out table once per reward the run stored (each reward's own scale)."""
+    from promptevo.rewards.objective import RewardObjective
+
+    trials = repo.trials(run_id, phase="evaluation")
+    names = list(dict.fromkeys(name for t in trials for name in t.scores))
+    return {name: heldout_table(repo, run_id, RewardObjective(name)) for name in names}
+
+
+def reward_gains(repo: RunRepository, run_id: str) -> dict[int, dict[str, float]]:
+    """Per instruction: its mean paired gain on each reward over the search rounds (the
+    trade-off between rewards, e.g. HPS gained against CLIP lost)."""
+    from promptevo.rewards.objective import RewardObjective, mean, paired_gains
+
+    trials = repo.trials(run_id, phase="search", finished=True)
+    names = list(dict.fromkeys(name for t in trials for name in t.scores))
+    out: dict[int, dict[str, float]] = {}
+    for name in names:
+        groups: dict[int, list[float]] = {}
+        for g in paired_gains(trials, RewardObjective(name)):
+            groups.setdefault(g.trial.instruction_id, []).append(g.gain)
+        for iid, values in groups.items():
+            out.setdefault(iid, {})[name] = mean(values)
+    return out
+
+
+def variant_summary(repo: RunRepository, run_id: str, objective: Objective | None = None) -> dict[str, Any] | None:
+    """With candidate variants: each variant's search gain, measured seconds per image and gain
+    per GPU-second; each (instruction, variant) arm's gain; the routing table; and on held-out
+    prompts, routing against the best single arm (paired on prompt and seed)."""
+    from promptevo.optimise.variants import pair_stats, variant_ids, variant_stats
+    from promptevo.rewards.objective import paired_gains
+
+    rows = repo.variants(run_id)
+    if not rows:
+        return None
+    objective = objective or run_objective(repo, run_id)
+    gains = paired_gains(repo.trials(run_id, phase="search", finished=True), objective)
+    vids = variant_ids(rows)
+    names = {v["id"]: v["name"] for v in rows}
+    variants = []
+    for v, st in zip(rows, variant_stats(gains, vids, rows)):
+        ci = mean_ci(st.rewards)
+        per_s = v["seconds_per_image"]
+        variants.append({
+            "id": v["id"], "name": v["name"], "spec": v["spec"], "status": v["status"], "error": v["error"],
+            "images": v["images"], "seconds_per_image": per_s, "pulls": st.pulls, "mean_gain": None if not st.pulls else st.mean,
+            "ci_low": None if st.pulls < 2 else ci.low, "ci_high": None if st.pulls < 2 else ci.high,
+            "gain_per_gpu_s": None if not st.pulls or not per_s else st.mean / per_s})
+    arms = repo.arms(run_id)
+    arm_rows = [{"id": a["id"], "instruction_id": a["instruction_id"], "variant_id": a["variant_id"],
+                 "variant": names[a["variant_id"]], "pulls": st.pulls, "mean_gain": None if not st.pulls else st.mean}
+                for a, st in zip(arms, pair_stats(gains, vids, arms, rows))]
+    routes = [{k: v for k, v in r.items() if k != "centroid"} | {"variant": names[r["variant_id"]]} for r in repo.routes(run_id)]
+    evaluation = repo.trials(run_id, phase="evaluation")
+    by_arm: dict[str, dict[tuple[str, int], float]] = {}
+    for t in evaluation:
+        by_arm.setdefault(t.arm, {})[(t.prompt_id, t.seed)] = objective.score(t.scores)
+    routed, best = by_arm.get("routed", {}), by_arm.get("best", {})
+    keys = sorted(k for k in routed if k in best)
+    chosen = [e for e in repo.events(run_id, "selected") if e["data"].get("variant_id")]
+    return {"best_variant": names.get(chosen[-1]["data"]["variant_id"]) if chosen else None,
+            "cost_weight": repo.run_config(run_id)["optimize"].get("cost_weight", 0.0),
+            "search": repo.run_config(run_id)["optimize"].get("variant_search", "factored"),
+            "variants": variants, "arms": arm_rows, "routing": routes,
+            "routed_vs_best": paired_ci([routed[k] for k in keys], [best[k] for k in keys]).to_dict() if keys else None}
+
+
+def answer_id(repo: RunRepository, run_id: str, stats: dict[int, bandit.ArmStats]) -> int | None:
+    """The instruction a run answers with: the one its held-out evaluation compared, else the
+    selection pass's choice, else the best search-round mean (retired instructions included)."""
+    best = repo.require_run(run_id)["best_instruction_id"]
+    if best:
+        return best
+    chosen = repo.events(run_id, "selected")
+    return chosen[-1]["data"]["instruction_id"] if chosen else bandit.best(list(stats.values()))
+
+
+def summarize(repo: RunRepository, run_id: str, objective: Objective | None = None) -> dict[str, Any]:
+    run = repo.require_run(run_id)
+    objective = objective or run_objective(repo, run_id)
+    instructions = repo.instructions(run_id)
+    stats = {s.arm: s for s in arm_stats(repo, run_id, [i["id"] for i in instructions], objective=objective)}
+    selection = {row["arm"]: row["reward"] for row in round_rewards(repo, run_id, objective, phase="selection")}
+    items = []
+    for i in instructions:
+        s = stats[i["id"]]
+        ci = mean_ci(s.rewards)
+        items.append({
+            "id": i["id"], "text": i["text"], "origin": i["origin"], "parent_id": i["parent_id"],
+            "gradient_id": i["gradient_id"], "created_round": i["created_round"], "retired_round": i["retired_round"],
+            "pulls": s.pulls, "mean_reward": None if not s.pulls else s.mean,
+            "ci_low": None if s.pulls < 2 else ci.low, "ci_high": None if s.pulls < 2 else ci.high,
+            "selection_gain": selection.get(i["id"]),  # on the selection pass's shared prompts
+        })
+    best_id = answer_id(repo, run_id, stats)
+    best = next((i for i in items if i["id"] == best_id), None)
+    rounds = [{"round": r["round"], "status": r["status"], "phase": r["phase"]} for r in repo.rounds(run_id)]
+    return {
+        "run_id": run_id,
+        "status": status_of(run),
+        "profile": run["profile"],
+        "config_hash": run["config_hash"],
+        "objective": objective.spec(),
+        "rounds": rounds,
+        "best_instruction": best,
+        "instructions": items,
+        "heldout": heldout_table(repo, run_id, objective),
+        "heldout_by_reward": heldout_by_reward(repo, run_id),
+        "reward_gains": {str(k): v for k, v in reward_gains(repo, run_id).items()},
+        "budget": repo.budget(run_id),
+        "retouch": next((e["data"] for e in reversed(repo.events(run_id, "retouch_plan"))), None),
+        "variants": variant_summary(repo, run_id, objective),
+        "objective_decisions": [{"round": e["round"], "kind": e["kind"], **e["data"]} for e in repo.events(run_id)
+                                if e["kind"] in ("objective_set", "objective_rejected", "feedback")],
+    }
+
+
+def decision_rows(summary: dict[str, Any]) -> list[tuple[Any, str, str, str]]:
+    """The objective agent's record as (round, what, weights, reason or feedback) rows, for the
+    CLI and the report alike."""
+    rows = []
+    for d in summary.get("objective_decisions") or []:
+        if d["kind"] == "objective_set":
+            weights = ", ".join(f"{n} {w:.2f}" for n, w in d["spec"]["weights"].items())
+            rows.append((d["round"], "weights set", weights, d.get("reason") or ""))
+        elif d["kind"] == "objective_rejected":
+            rows.append((d["round"], "answer unusable", "kept", ""))
+        else:
+            rows.append((d["round"] or "-", "feedback", "", d["text"]))
+    return rows

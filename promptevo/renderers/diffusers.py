@@ -1,0 +1,192 @@
+"""Text-to-image rendering with diffusers: batched, one generator per image seed, images kept
+in memory as tensors so the scorer takes them without a PNG round trip."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import threading
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from promptevo.config import TINY, RenderConfig
+from promptevo.devices import (
+    is_out_of_memory,
+    quiet_libraries,
+    resolve_device,
+    resolve_dtype,
+)
+from promptevo.errors import ModelNotFound
+from promptevo.registry import RenderBatch, register_renderer
+
+
+def model_source(model: str) -> str:
+    if model == TINY:
+        from promptevo.renderers.tiny import tiny_sd_path
+
+        return str(tiny_sd_path())
+    return model
+
+
+def load_pipeline(model: str, dtype, device: str):
+    from diffusers import AutoPipelineForText2Image
+
+    quiet_libraries()
+    source = model_source(model)
+    local = Path(source).expanduser()
+    if local.exists():
+        source = str(local)
+    elif source.startswith((".", "/", "~")):
+        raise ModelNotFound(f"render model folder {source} does not exist; pass --render-model PATH")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch_dtype is renamed in newer diffusers
+            pipe = AutoPipelineForText2Image.from_pretrained(source, torch_dtype=dtype)
+    except (OSError, ValueError) as exc:
+        raise ModelNotFound(
+            f"cannot load render model {source!r}: {str(exc).splitlines()[0]}\n"
+            f"Download it first (`huggingface-cli download {source}`) or pass --render-model PATH "
+            "to a local diffusers folder; `--profile tiny` needs no download."
+        ) from None
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def apply_speed_settings(pipe, config: RenderConfig, dtype, device: str) -> None:
+    """channels_last, torch.compile and the TAESD decoder, as the render config asks. diffusers
+    already uses scaled-dot-product attention on torch 2."""
+    import torch
+
+    if config.tiny_vae:
+        from diffusers import AutoencoderTiny
+
+        source = config.tiny_vae
+        if source == TINY:
+            from promptevo.renderers.tiny import tiny_taesd_path
+
+            source = str(tiny_taesd_path())
+        try:
+            pipe._promptevo_full_vae = pipe.vae  # kept for the final evaluation (see full_decoder)
+            pipe.vae = AutoencoderTiny.from_pretrained(source, torch_dtype=dtype).to(device)
+        except (OSError, ValueError) as exc:
+            raise ModelNotFound(f"cannot load tiny VAE {source!r}: {str(exc).splitlines()[0]} "
+                                "(e.g. madebyollin/taesd for SD 1.x/2.x, madebyollin/taesdxl for SDXL)") from None
+    if config.channels_last:
+        pipe.unet.to(memory_format=torch.channels_last)
+        pipe.vae.to(memory_format=torch.channels_last)
+    if config.compile:
+        pipe.unet = torch.compile(pipe.unet, mode="reduce-overhead", fullgraph=False)
+
+
+class DiffusersRenderer:
+    def __init__(self, config: RenderConfig):
+        device = resolve_device(config.device)
+        dtype = resolve_dtype(config.dtype, device)
+        self.config = dataclasses.replace(config, device=device, dtype=str(dtype).replace("torch.", ""))
+        self.pipe = load_pipeline(config.model, dtype, device)
+        apply_speed_settings(self.pipe, self.config, dtype, device)
+        self._count_tokenizer = copy.deepcopy(self.pipe.tokenizer)
+        self._lock = threading.Lock()  # one pipeline call at a time (views share the pipeline)
+        self.pipeline_calls = 0
+        self.batch_limit = config.max_batch
+
+    def full_decoder(self) -> DiffusersRenderer:
+        """This renderer with the full VAE decoder (itself when no tiny VAE is in use): the same
+        pipeline, its config without tiny_vae, so its images are cached apart."""
+        if not self.config.tiny_vae:
+            return self
+        view = copy.copy(self)
+        view.config = dataclasses.replace(self.config, tiny_vae=None)
+        view._decoder = self.pipe._promptevo_full_vae
+        return view
+
+    def with_settings(self, config: RenderConfig) -> DiffusersRenderer:
+        """A view of this pipeline that draws with another variant's call settings (steps,
+        guidance, size, scheduler, decoder): variants of one model share its components, so a
+        second variant costs no memory. Used by the model pool."""
+        view = self.full_decoder() if config.tiny_vae is None else self
+        view = copy.copy(view)
+        view.config = dataclasses.replace(self.config, steps=config.steps, guidance=config.guidance, width=config.width,
+                                          height=config.height, scheduler=config.scheduler, tiny_vae=config.tiny_vae)
+        view._scheduler = None
+        if config.scheduler:
+            view._scheduler = make_scheduler(config.scheduler, self.pipe.scheduler.config)
+        return view
+
+    def token_count(self, text: str) -> int:
+        """CLIP tokens including start and end markers; over `text_window` the encoder truncates.
+        Uses its own copy of the tokenizer: a fast tokenizer keeps its padding and truncation
+        settings between calls, so sharing one with a pipeline running on another thread (the
+        render overlapped with the LLM) corrupts that pipeline's batch."""
+        return len(self._count_tokenizer(text, truncation=False).input_ids)
+
+    def _call(self, prompts: Sequence[str], seeds: Sequence[int]):
+        import torch
+
+        generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+        self.pipeline_calls += 1
+        kwargs = dict(
+            prompt=list(prompts),
+            num_inference_steps=self.config.steps,
+            guidance_scale=self.config.guidance,
+            width=self.config.width,
+            height=self.config.height,
+            generator=generators,
+            output_type="pt",
+        )
+        decoder, scheduler = getattr(self, "_decoder", None), getattr(self, "_scheduler", None)
+        with self._lock, torch.inference_mode():
+            if decoder is None and scheduler is None:
+                return self.pipe(**kwargs).images
+            own = self.pipe.vae, self.pipe.scheduler  # a view's parts, swapped in for this call only
+            self.pipe.vae, self.pipe.scheduler = decoder or own[0], scheduler or own[1]
+            try:
+                return self.pipe(**kwargs).images
+            finally:
+                self.pipe.vae, self.pipe.scheduler = own
+
+    def render(self, prompts: Sequence[str], seeds: Sequence[int]) -> RenderBatch:
+        """Render in chunks of at most `batch_limit`; on out-of-memory halve the chunk and retry."""
+        import torch
+
+        if len(prompts) != len(seeds):
+            raise ValueError("one seed per prompt")
+        out, sizes, i = [], [], 0
+        while i < len(prompts):
+            n = min(self.batch_limit, len(prompts) - i)
+            try:
+                images = self._call(prompts[i : i + n], seeds[i : i + n])
+            except Exception as exc:  # noqa: BLE001 - only OOM is handled, the rest re-raised
+                if not is_out_of_memory(exc) or n == 1:
+                    raise
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                self.batch_limit = max(1, n // 2)
+                continue
+            out.append(images)
+            sizes += [n] * n
+            i += n
+        images = torch.cat(out) if out else torch.empty(0, 3, self.config.height, self.config.width)
+        return RenderBatch(images=images, batch_sizes=sizes)
+
+
+def make_scheduler(name: str, config):
+    """A diffusers scheduler by class name, from a pipeline's scheduler config."""
+    import diffusers
+
+    cls = getattr(diffusers, name, None)
+    if cls is None or not name.endswith("Scheduler"):
+        raise ModelNotFound(f"unknown scheduler {name!r}; use a diffusers class name such as EulerDiscreteScheduler, "
+                            "DDIMScheduler or DPMSolverMultistepScheduler")
+    return cls.from_config(config)
+
+
+@register_renderer("diffusers")
+def build_diffusers(config: RenderConfig) -> DiffusersRenderer:
+    return DiffusersRenderer(config)
+
+
+@register_renderer("tiny")
+def build_tiny(config: RenderConfig) -> DiffusersRenderer:
+    return DiffusersRenderer(dataclasses.replace(config, model=TINY))
