@@ -42,7 +42,7 @@ class Embedder:
         except OSError as exc:
             raise ModelNotFound(f"cannot load sentence embedder {name!r}: {exc}") from None
         dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
-        self.dim = int(dim())
+        self.dim = int(dim() or 0)
         self.encoded = 0  # texts encoded by the model, for tests of the stored-embedding cache
         self._lock = threading.Lock()  # the fast tokenizer is not safe to share between threads
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -89,7 +90,7 @@ def next_pair(trials: Sequence, judged: set[frozenset[int]], counts: dict[str, i
     """The next two trials to show: same prompt and seed, different arms, different images, an
     image pair nobody has judged; both arms live if possible, then the arms judged least, then
     the latest round. Returns (left, right) in random order, or None when everything is judged."""
-    groups: dict[tuple[str, int], dict[str, object]] = {}
+    groups: dict[tuple[str, int], dict[str, Any]] = {}
     for t in trials:  # one trial per arm and (prompt, seed): its latest
         slot = groups.setdefault((t.prompt_id, t.seed), {})
         key = arm_key(t.arm, t.instruction_id)

@@ -105,7 +105,7 @@ def load_image_tensor(path) -> "object":
     from PIL import Image
 
     with Image.open(path) as im:
-        return pil_to_tensor([im])[0]
+        return pil_to_tensor([im])[0]  # type: ignore[index]
 
 
 def pil_to_tensor(images) -> "object":

@@ -46,7 +46,7 @@ def install() -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
     if not getattr(sys.unraisablehook, "_promptevo", False):
         sys.unraisablehook = _unraisable(sys.unraisablehook)
-        sys.unraisablehook._promptevo = True
+        sys.unraisablehook._promptevo = True  # type: ignore[attr-defined]
 
 
 def check() -> None:

@@ -64,11 +64,18 @@ class RewardModel:
     are stored under and what objectives refer to; `version` is stored beside it. Subclasses
     override `score`, and the defaults below where they differ."""
 
-    name: str = ""
-    version: str = ""
     uses_text: bool = False  # score() also takes texts=, the rendered texts
 
+    @property
+    def name(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def version(self) -> str:
+        raise NotImplementedError
+
     def score(self, images: Any, prompts: Sequence[str]) -> list[float]:
+        """One value per image against its prompt; a reward with `uses_text` takes `texts=` too."""
         raise NotImplementedError
 
     def clear_cache(self) -> None:
@@ -147,7 +154,6 @@ class Strategy(Protocol):
     progress; a strategy reads and decides through it."""
 
     name: str
-    selection_pass: bool  # False: the answer is picked from the search rounds alone
 
     def draw(self, opt: Any, r: int, rng: Any) -> tuple[list[str], list[list[int]]]:
         """Round r's prompt ids and seeds per prompt."""
@@ -163,6 +169,10 @@ class Strategy(Protocol):
 
     def candidates(self, opt: Any) -> list[dict[str, Any]]:
         """The instructions the answer is picked from when no selection pass decides."""
+        ...
+
+    def choose(self, opt: Any) -> dict[str, Any]:
+        """The answer from the search rounds, among the candidates."""
         ...
 
 

@@ -11,6 +11,15 @@ os.environ.setdefault("PROMPTEVO_CACHE", str(Path(__file__).resolve().parent.par
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 
 
+def shared_data(*parts: str) -> Path:
+    """A file of the data laid beside the checkout in ../shared (the seed paper's prompts have no
+    licence to ship with the project); the test skips, saying so, in a clone without it."""
+    path = SHARED.joinpath("data", *parts)
+    if not path.exists():
+        pytest.skip(f"needs ../shared/data/{'/'.join(parts)} beside the checkout (data the project cannot ship)")
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny():
     from promptevo.config import PROFILES

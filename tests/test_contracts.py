@@ -5,10 +5,11 @@ kind joins by adding one entry to the lists below."""
 import math
 
 import pytest
-import torch
 
 from promptevo.config import LLMConfig
 from promptevo.registry import Request
+
+from .lazy import torch
 
 PROMPTS = ["a waterfall", "a samurai in the rain, ink wash", "a fox"]
 

@@ -17,12 +17,10 @@ from promptevo.llms.templates import NO_GRADIENT_IMPROVEMENT
 from promptevo.storage.repository import RunRepository
 from promptevo.storage.store import Store
 
-from .conftest import SHARED
+from .conftest import shared_data
 
 _register_subcommands()
 runner = CliRunner()
-NAIVE = SHARED / "data" / "seed-paper" / "naive_prompts.txt"
-LEXICA = SHARED / "data" / "seed-paper" / "lexica_prompts.jsonl"
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +95,8 @@ def test_simulated_critique_points_towards_the_hidden_preferences_it_never_sees(
     from promptevo.llms.calls import ask
 
     llm, renderer, scorer = synthetic
-    naive = NAIVE.read_text(encoding="utf-8").splitlines()[:6]
-    pool = list(dict.fromkeys(w for line in LEXICA.read_text(encoding="utf-8").splitlines()[:300]
+    naive = shared_data("seed-paper", "naive_prompts.txt").read_text(encoding="utf-8").splitlines()[:6]
+    pool = list(dict.fromkeys(w for line in shared_data("seed-paper", "lexica_prompts.jsonl").read_text(encoding="utf-8").splitlines()[:300]
                               for w in keywords(json.loads(line)["prompt"], 40)))
     rng = np.random.default_rng(0)
 
@@ -128,12 +126,12 @@ def test_simulated_critique_points_towards_the_hidden_preferences_it_never_sees(
 
 def _config(tmp_path, **over):
     refs = tmp_path / "refs.jsonl"
-    refs.write_text("".join(LEXICA.read_text(encoding="utf-8").splitlines(True)[:80]), encoding="utf-8")
+    refs.write_text("".join(shared_data("seed-paper", "lexica_prompts.jsonl").read_text(encoding="utf-8").splitlines(True)[:80]), encoding="utf-8")
     text = f"""
 name = "tiny-selector"
 description = "test"
 models = "synthetic"
-prompts = "{NAIVE}"
+prompts = "{shared_data('seed-paper', 'naive_prompts.txt')}"
 prompt_limit = 9
 repeats = 2
 reference_arm = "ucb"

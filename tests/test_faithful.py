@@ -1,8 +1,6 @@
 """The GPU benchmark's random-weight models have the published architectures: built on the meta
 device (no memory, no download), their parameter counts equal the released checkpoints'."""
 
-from accelerate import init_empty_weights
-
 from promptevo.renderers import faithful
 
 
@@ -12,6 +10,7 @@ def count(module):
 
 def test_faithful_models_match_published_parameter_counts():
     import open_clip
+    from accelerate import init_empty_weights
 
     from promptevo.devices import quiet_root_logger
 

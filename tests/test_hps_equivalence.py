@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
+
+from .lazy import torch
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,7 @@ from promptevo.promptdb.collection import PromptDB, Selection, auto_tags, split_
 from promptevo.promptdb.prompt_io import normalize, read_table
 from promptevo.storage.store import Store
 
-from .conftest import SHARED
-
-LEXICA = SHARED / "data" / "seed-paper" / "lexica_prompts.jsonl"
+from .conftest import shared_data
 
 
 @pytest.fixture(scope="session")
@@ -33,19 +31,19 @@ def lexica_db(tmp_path_factory, embedder):
     path = tmp_path_factory.mktemp("lexica") / "lexica.db"
     with Store(path) as store:
         pdb = PromptDB(store)
-        pdb.import_file(LEXICA, source="lexica", licence="unknown (tests only)")
+        pdb.import_file(shared_data("seed-paper", "lexica_prompts.jsonl"), source="lexica", licence="unknown (tests only)")
         pdb.ensure_embeddings(embedder)
     return path
 
 
 def test_import_twice_adds_nothing_and_reports_exact_duplicates(tmp_path):
-    lines = LEXICA.read_text(encoding="utf-8").splitlines()
+    lines = shared_data("seed-paper", "lexica_prompts.jsonl").read_text(encoding="utf-8").splitlines()
     texts = [normalize(json.loads(line)["prompt"]) for line in lines]
     with Store(tmp_path / "p.db") as store:
         pdb = PromptDB(store)
-        first = pdb.import_file(LEXICA)
+        first = pdb.import_file(shared_data("seed-paper", "lexica_prompts.jsonl"))
         count = store.one("SELECT COUNT(*) AS n FROM collection")["n"]
-        second = pdb.import_file(LEXICA)
+        second = pdb.import_file(shared_data("seed-paper", "lexica_prompts.jsonl"))
         assert store.one("SELECT COUNT(*) AS n FROM collection")["n"] == count
         assert store.one("SELECT COUNT(*) AS n FROM prompt_sources")["n"] == count
     assert first.rows == len(lines) == 1000
@@ -284,7 +282,7 @@ def test_collection_build_is_deterministic(tmp_path, embedder):
         import build
     finally:
         sys.path.pop(0)
-    source = SHARED / "data" / "diffusiondb-sample"
+    source = shared_data("diffusiondb-sample")
     a = build.build(source, tmp_path / "a", limit=300, embedder=embedder)
     b = build.build(source, tmp_path / "b", limit=300, embedder=embedder)
     assert a == b

@@ -21,10 +21,10 @@ from promptevo.evaluation.components import build_components
 from promptevo.llms.backends import ScriptedLLM
 from promptevo.optimise.optimizer import Optimizer
 from promptevo.optimise.run_config import OptimizeConfig, create_run
-from promptevo.registry import build_reward, kinds, register_objective, register_reward
+from promptevo.registry import Objective, RewardModel, build_reward, kinds, register_objective, register_reward
 from promptevo.storage.repository import RunRepository
 
-from .conftest import SHARED
+from .conftest import shared_data
 from .scripted import script
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +33,7 @@ _register_subcommands()
 runner = CliRunner()
 
 
-class Brightness:
+class Brightness(RewardModel):
     """Mean pixel value x 100: a reward that needs no model."""
 
     name, version = "test-brightness-v1", "1"
@@ -43,16 +43,13 @@ class Brightness:
             raise ValueError("one prompt per image")
         return [100.0 * float(img.float().mean()) for img in images]
 
-    def clear_cache(self):
-        pass
-
 
 @register_reward("test-brightness", name=lambda config: "test-brightness-v1")
 def build_brightness(config):
     return Brightness()
 
 
-class Weighted:
+class Weighted(Objective):
     def __init__(self, weights):
         self.weights = dict(weights)
 
@@ -107,7 +104,7 @@ def test_a_killed_synthetic_experiment_run_resumes_from_the_command_line(tmp_pat
     config.write_text(f"""
 name = "resume"
 models = "synthetic"
-prompts = "{SHARED / 'data' / 'seed-paper' / 'naive_prompts.txt'}"
+prompts = "{shared_data('seed-paper', 'naive_prompts.txt')}"
 prompt_limit = 9
 repeats = 2
 [optimize]

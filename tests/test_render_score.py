@@ -1,10 +1,11 @@
 import io
 
 import pytest
-import torch
 from PIL import Image
 
 from promptevo.images import png_bytes, to_uint8
+
+from .lazy import torch
 
 
 def test_tiny_pipeline_loads_through_from_pretrained(renderer):

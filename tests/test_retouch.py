@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from promptevo.cli.main import _register_subcommands, app
@@ -27,6 +26,8 @@ from promptevo.rewards.measures import (
     sharpness,
     ssim,
 )
+
+from .lazy import torch
 
 runner = CliRunner()
 _register_subcommands()
@@ -397,3 +398,21 @@ def test_the_retouch_benchmark_reports_every_arm_and_baseline_with_cis(tmp_path)
     from PIL import Image
 
     assert Image.open(tmp_path / "out" / "contact.jpg").size[0] >= 7 * 64
+
+
+def test_a_retouch_objective_uses_the_profiles_kind_of_model(tmp_path):
+    """The objective's rewards follow the profile: toy stand-ins on tiny, the real weights on any
+    other (here missing offline, said in one line instead of scoring with a random toy)."""
+    from PIL import Image
+
+    from promptevo.config import TINY
+    from promptevo.rewards.objective import weighted_objective
+
+    assert weighted_objective("aesthetic=1", tiny=True)[0]["aesthetic"].version == TINY
+    assert weighted_objective("aesthetic=1", tiny=False)[0]["aesthetic"].version == "v2"
+    Image.new("RGB", (64, 64), (90, 120, 150)).save(tmp_path / "photo.png")
+    r = runner.invoke(app, ["retouch", str(tmp_path / "photo.png"), "--out", str(tmp_path / "out"), "--objective", "aesthetic=1",
+                            "--profile", "gpu", "--device", "cpu", "--planner", "rules"])
+    assert r.exit_code == 2, r.output
+    assert "cannot load CLIP ViT-L-14 weights" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

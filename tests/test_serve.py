@@ -273,7 +273,7 @@ def test_serve_refuses_a_missing_database_and_a_busy_port(tmp_path, hostile_run)
 
 
 def test_the_human_reward_is_in_the_repository_and_needs_no_model():
-    from promptevo.cli.runs import _with_objective
+    from promptevo.cli.optimize import _with_objective
     from promptevo.config import PROFILES
 
     rows = {r["kind"]: r for r in json.loads(runner.invoke(app, ["rewards", "--json"]).stdout)}

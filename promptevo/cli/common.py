@@ -8,6 +8,7 @@ import json
 import os
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -103,3 +104,13 @@ def progress_bar(description: str) -> Iterator:
             bar.update(task, completed=done, total=total)
 
         yield update
+
+
+# options shared by the commands that make and read runs
+DbOpt = Annotated[Path, typer.Option("--db", help="SQLite database of runs.", envvar="PROMPTEVO_DB")]
+WorkersOpt = Annotated[str, typer.Option(help="Where images are rendered and scored: local (this process) or ray (one Ray actor per GPU; this process stays the only writer).")]
+RayAddressOpt = Annotated[str | None, typer.Option(help="With --workers ray: a running cluster (auto, or ray://HOST:PORT); default: start a local Ray.")]
+RayActorsOpt = Annotated[int | None, typer.Option(min=1, help="With --workers ray: actors to start (default: one per GPU in the cluster, or 1).")]
+MaxModelsOpt = Annotated[int, typer.Option(min=1, help="Render models kept loaded at once (variants of one model share it); the least recently used is released first.")]
+ObjectiveOpt = Annotated[str | None, typer.Option(help="Weighted rewards from `promptevo rewards`, e.g. hps=1,clip=0.5,aesthetic=0.2; each reward's gain is divided by its scale. Default: HPS alone.")]
+GuardOpt = Annotated[list[str] | None, typer.Option(help="Reward that must not drop below the naive prompt's by more than a tolerance (KIND or KIND:TOLERANCE, default one scale unit); a rewrite that does is penalised. Repeatable.")]

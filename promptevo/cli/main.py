@@ -1,5 +1,5 @@
 """The `promptevo` command. Stage commands (render, score, rewrite) run one model each; the
-optimisation commands live in cli_runs."""
+optimisation commands live in cli.optimize and cli.runs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -73,8 +73,8 @@ def rewards(as_json: JsonOpt = False):
         return
     table = Table("reward", "measures", "scale", "objective unit", "needs", "installed")
     for r in rows:
-        table.add_row(r["kind"], r["measures"], r["scale"] + ("" if r["higher_is_better"] else " (lower is better)"),
-                      f"{r['unit']:g}", r["needs"], "yes" if r["installed"] else "no")
+        table.add_row(str(r["kind"]), str(r["measures"]), str(r["scale"]) + ("" if r["higher_is_better"] else " (lower is better)"),
+                      f"{r['unit']:g}", str(r["needs"]), "yes" if r["installed"] else "no")
     out.print(table)
 
 
@@ -121,7 +121,7 @@ def render(
     else:
         table = Table("image", "seed", "prompt")
         for r in rows:
-            table.add_row(r["path"], str(r["seed"]), r["prompt"])
+            table.add_row(str(r["path"]), str(r["seed"]), str(r["prompt"]))
         out.print(table)
 
 
@@ -139,7 +139,8 @@ def score(
 
     from promptevo.registry import build_reward
 
-    targets, pil = [], []
+    targets: list[str] = []
+    pil: list[Any] = []
     for path in images:
         if not path.is_file():
             raise UserError(f"image {path} does not exist")
@@ -345,8 +346,9 @@ def _retouch_benchmark(config: Path, out_dir: Path | None, as_json: bool) -> Non
 
 
 def _register_subcommands() -> None:
-    from promptevo.cli import db, retouch, runs, serve
+    from promptevo.cli import db, optimize, retouch, runs, serve
 
+    optimize.register(app)
     runs.register(app)
     db.register(app)
     retouch.register(app)

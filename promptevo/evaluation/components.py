@@ -7,9 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from promptevo import registry
 from promptevo.config import Profile
 from promptevo.evaluation.evaluator import EvaluatorSpec, LocalEvaluator
-from promptevo import registry
 
 
 @dataclass

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from promptevo.config import RenderConfig, ScorerConfig
 from promptevo.errors import UserError
@@ -199,7 +199,7 @@ class LocalEvaluator:
               texts: Sequence[str] | None = None) -> dict[str, list[float]]:
         """Every reward (or the named ones) on a [N, 3, H, W] batch against its targets; rewards
         that read the rendered texts (`uses_text`) get `texts` as well."""
-        return {r.name: (r.score(images, list(targets), texts=list(texts) if texts is not None else None)
+        return {r.name: (cast(Any, r).score(images, list(targets), texts=list(texts) if texts is not None else None)
                          if r.name in self._text_rewards else r.score(images, list(targets)))
                 for r in self.rewards if rewards is None or r.name in rewards}
 
@@ -325,7 +325,9 @@ class CachedEvaluator:
             loaded: dict[int, Any] = {}
             for _, image_id in rescore:
                 if image_id not in loaded:
-                    loaded[image_id] = load_image_tensor(store.image_path(store.image(image_id)))
+                    row = store.image(image_id)
+                    assert row is not None, f"image {image_id} is in the trials but not in the images table"
+                    loaded[image_id] = load_image_tensor(store.image_path(row))
             t0 = time.perf_counter()
             values = self.inner.score(torch.stack([loaded[i] for _, i in rescore]), [j.target for j, _ in rescore],
                                       texts=[j.text for j, _ in rescore])

@@ -16,7 +16,9 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+from promptevo.registry import RewardModel
 
 SUBJECTS = ["a waterfall", "a samurai", "a lighthouse", "a fox", "an old library", "a city street", "a castle",
             "a desert", "a submarine", "a tiger", "a mountain lake", "a robot"]
@@ -73,7 +75,7 @@ class Timed:
         return timed
 
 
-class ReloadingScorer:
+class ReloadingScorer(RewardModel):
     """The naive scoring path: per image, write the PNG, read it back, load the HPS checkpoint
     again and score that one image (what calling `hpsv2.score` per image does)."""
 
@@ -203,7 +205,7 @@ def run_bench(renderer, scorer, *, profile, loader: Callable[[Any], Any], images
         with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "bench.db") as store:
             config = OptimizeConfig(rounds=rounds, batch_size=round_batch, heldout_fraction=0.25, eval_seeds=1)
             run_id = create_run(store, profile, config, bench_prompts(round_batch * 2))
-            opt = Optimizer(store, run_id, llm=llm, evaluator=LocalEvaluator(timed_r, [timed_s]), overlap=overlap)
+            opt = Optimizer(store, run_id, llm=llm, evaluator=LocalEvaluator(timed_r, [cast(Any, timed_s)]), overlap=overlap)
             t0 = time.perf_counter()
             opt.run_all()
             _sync(device)
@@ -244,7 +246,7 @@ def run_bench(renderer, scorer, *, profile, loader: Callable[[Any], Any], images
     peak = None
     if device.startswith("cuda"):
         name = torch.cuda.get_device_name(0)
-        peak = next((v.get(renderer.config.dtype) for k, v in PEAK_TFLOPS.items() if k in name), None)
+        peak = next((cast(dict, v).get(renderer.config.dtype) for k, v in PEAK_TFLOPS.items() if k in name), None)
     result["tflops"] = {
         "render": (flops_r or 0) * result["render_batched"]["images_per_s"] / 1e12,
         "score": (flops_s or 0) * result["score_batched"]["images_per_s"] / 1e12,

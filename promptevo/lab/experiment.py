@@ -211,6 +211,7 @@ def _run_metrics(db: Path) -> dict[str, Any]:
     with Store(db, readonly=True) as store:
         repo = RunRepository(store)
         run = repo.first_run()
+        assert run is not None, f"{db} holds no run"
         rounds = repo.run_config(run["id"])["optimize"]["rounds"]
         table = {row["arm"]: row for row in heldout_table(repo, run["id"])}
         rewards = round_rewards(repo, run["id"])
@@ -218,7 +219,8 @@ def _run_metrics(db: Path) -> dict[str, Any]:
         budget = repo.budget(run["id"])
     gains = {arm: row["diff_vs_naive"]["mean"] for arm, row in table.items() if row["diff_vs_naive"]}
     # best arm's mean gain over naive after each round (statistics from finished rounds only)
-    curve, per_arm = [], {}
+    curve: list[Any] = []
+    per_arm: dict[str, Any] = {}
     for r in range(1, rounds + 1):
         for row in rewards:
             if row["round"] == r:
@@ -268,11 +270,11 @@ def summarise(cfg: ExperimentConfig, out: Path) -> dict[str, Any]:
         values = [m["gains"][name] for m in metrics.get(cfg.reference_arm, []) if name in m["gains"]]
         if len(values) >= 2:
             ci = mean_ci(values)
-            d = mean_ci([a - b for a, b in zip(values, ref)]) if len(values) == len(ref) else None
+            diff = mean_ci([a - b for a, b in zip(values, ref)]) if len(values) == len(ref) else None
             baselines.append({"arm": f"baseline: {name}", "runs": len(values), "heldout_gain": ci.mean, "ci_low": ci.low,
-                              "ci_high": ci.high, **({"diff_vs_reference": d.mean, "diff_ci_low": d.low, "diff_ci_high": d.high,
-                                                      "diff_excludes_zero": d.excludes_zero()} if d else {})})
-    curves = {}
+                              "ci_high": ci.high, **({"diff_vs_reference": diff.mean, "diff_ci_low": diff.low, "diff_ci_high": diff.high,
+                                                      "diff_excludes_zero": diff.excludes_zero()} if diff else {})})
+    curves: dict[str, Any] = {}
     for arm, ms in metrics.items():
         n = min(len(m["curve"]) for m in ms)
         curves[arm] = []

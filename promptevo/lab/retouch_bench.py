@@ -17,13 +17,13 @@ import csv
 import json
 import math
 import time
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tomllib
 
 from promptevo.errors import UserError
 from promptevo.images import luminance
@@ -307,13 +307,13 @@ def run_benchmark(path: Path, *, out: Path | None = None, progress: Callable[[st
 def _llm_subset(cfg: BenchConfig, degraded_all, score, progress) -> list[dict[str, Any]]:
     """The offline LLM (the profile's: SmolLM2-135M on CPU) planning a spread of the images:
     how often its reply is a valid plan, and what planner+search makes of it."""
-    from promptevo.cli.common import build_profile
+    from promptevo.config import get_profile
     from promptevo.registry import build_llm
     from promptevo.retouch.planner import RetouchSettings, complete_plan, plan_with
     from promptevo.rewards.measures import describe
 
     progress("loading the offline LLM")
-    llm = build_llm(build_profile(cfg.llm_profile).llm)
+    llm = build_llm(get_profile(cfg.llm_profile).with_overrides().llm)
     rng = np.random.default_rng([cfg.seed, 11])
     picked = [degraded_all[i] for i in sorted(rng.choice(len(degraded_all), min(cfg.llm_subset, len(degraded_all)), replace=False))]
     progress(f"the offline LLM plans {len(picked)} images")

@@ -116,7 +116,7 @@ class SyntheticRenderer:
     def render(self, prompts: Sequence[str], seeds: Sequence[int]):
         import torch
 
-        from promptevo.renderers.diffusers import RenderBatch
+        from promptevo.registry import RenderBatch
 
         if len(prompts) != len(seeds):
             raise ValueError("one seed per prompt")
@@ -352,6 +352,7 @@ def noise_free_runs(out_dir, models=None) -> list[dict]:
         with Store(db, readonly=True) as store:
             repo = RunRepository(store)
             run = repo.first_run()
+            assert run is not None, f"{db} holds no run"
             prompts = [p["text"] for p in repo.prompts(run["id"], "heldout")]
             rows = [i for i in repo.instructions(run["id"]) if i["origin"] != "baseline"]
         if not prompts or not run["best_instruction_id"]:

@@ -64,7 +64,7 @@ class OpenAIChatLLM:
         while True:
             attempts += 1
             try:
-                resp = self.client.chat.completions.create(
+                resp = self.client.chat.completions.create(  # type: ignore[call-overload]
                     model=self.config.model,
                     messages=messages,
                     temperature=temperature,
@@ -186,7 +186,7 @@ class LocalLLM:
                 "to a local model folder or .gguf file, or --llm-base-url for a server."
             ) from None
         self.device = resolve_device(config.device)
-        self.model.to(self.device).eval()
+        self.model.to(self.device).eval()  # type: ignore[arg-type]
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -198,7 +198,7 @@ class LocalLLM:
 
     def _render_chat(self, messages: list[Message]) -> str:
         if self.tokenizer.chat_template:
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            return str(self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
         return "\n\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\n\nassistant:"
 
     def complete(self, requests, *, temperature=None, seed=None):

@@ -4,8 +4,9 @@ carries its role and the structured fields it was filled from."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from promptevo.llms.backends import LLMUnavailable
 from promptevo.llms.templates import template
@@ -23,7 +24,7 @@ class Call:
 def ask(
     llm: LLM,
     template_name: str,
-    fields: Sequence[dict[str, object]],
+    fields: Sequence[Mapping[str, Any]],
     *,
     role: str,
     store: Store | None = None,
@@ -58,7 +59,7 @@ def ask(
     return calls
 
 
-def with_image(messages: list[Message], image) -> list[Message]:
+def with_image(messages: list[Message], image) -> list[dict[str, Any]]:
     """The conversation with `image` (a [3, H, W] tensor in [0, 1]) after the last message's text."""
     import base64
 

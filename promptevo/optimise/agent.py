@@ -56,8 +56,9 @@ def parse_reply(text: str, names: Sequence[str], aliases: Mapping[str, str] | No
         try:
             data = json.loads(match.group(0))
             if isinstance(data, dict):
-                raw = data.get("weights") if isinstance(data.get("weights"), dict) else data
-                reason = data.get("reason") if isinstance(data.get("reason"), str) else ""
+                given, why = data.get("weights"), data.get("reason")
+                raw = given if isinstance(given, dict) else data
+                reason = why if isinstance(why, str) else ""
         except (ValueError, RecursionError):
             raw = {}
     if not raw:

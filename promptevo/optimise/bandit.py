@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -144,9 +145,9 @@ def make_selector(name: str, *, ucb_c: float = 1.0, epsilon: float = 0.2) -> Sel
 
 def _build(kind: str, ucb_c: float, epsilon: float) -> Selector:
     if kind == "ucb":
-        return UCB1(c=ucb_c)
+        return cast(Selector, UCB1(c=ucb_c))
     if kind == "epsilon-greedy":
-        return EpsilonGreedy(epsilon=epsilon)
+        return cast(Selector, EpsilonGreedy(epsilon=epsilon))
     return SELECTORS[kind]()
 
 

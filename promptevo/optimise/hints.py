@@ -80,7 +80,7 @@ def word_effects(texts: Sequence[str], naive: Sequence[str], prompt_ids: Sequenc
     effect is its coefficient in a ridge regression of the per-prompt-centred gains on every
     word at once: words that always travel together share the credit instead of each taking
     all of it, and the shrinkage (`ridge`, in images) keeps rare words small."""
-    gains = np.asarray(gains, dtype=float)
+    gains = np.asarray(gains, dtype=float)  # type: ignore[assignment]
     if len(gains) < 2 * min_images:
         return []
     level: dict[str, list[float]] = {}

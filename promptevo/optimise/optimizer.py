@@ -119,7 +119,7 @@ class Optimizer:
         """Arm statistics for the progress display. They read finished rounds only, so between
         a round's stages they change only with new instructions, a finished round, a judgement
         or another objective: recomputed then, not at each of a round's five updates."""
-        judged = self.repo.store.one("SELECT MAX(id) AS n FROM judgements WHERE run_id = ?", [self.run_id])["n"]
+        judged = self.repo.latest_judgement_id(self.run_id)
         key = (tuple(ids), len(self.repo.finished_rounds(self.run_id)), judged,
                json.dumps(self.objective.spec(), sort_keys=True))
         if getattr(self, "_stats_key", None) != key:
@@ -162,6 +162,7 @@ class Optimizer:
                         stage()
             finally:
                 if self._owns_references:  # opened here, so closed here
+                    assert self._references is not None
                     self._references.close()
                     self._references, self._owns_references = None, False
             self.repo.set_status(self.run_id, "finished")
@@ -290,7 +291,7 @@ class Optimizer:
         self._read_feedback_file(r)
         spec = self.objective.spec()
         describe = {n: reward_info(kind).measures for n, kind in spec.get("kinds", {}).items()}
-        agent.decide(self.llm, self.repo, self.run_id, r, goal=self.config.goal, spec=spec, describe=describe,
+        agent.decide(self.llm, self.repo, self.run_id, r, goal=self.config.goal or "", spec=spec, describe=describe,
                      seed=self.config.seed * 1000 + r)
         self.objective = run_objective(self.repo, self.run_id)
 
@@ -358,7 +359,7 @@ class Optimizer:
                 self.variants.retire(job.variant, res.error, r)
         self.repo.add_trials(self.run_id, r, [
             NewTrial(arm=name, instruction_id=iid, prompt_id=pid, seed=seed, image_id=res.image_id, score_ids=res.score_ids)
-            for (name, iid, pid, seed, _), res in zip(entries, results) if res.error is None])
+            for (name, iid, pid, seed, _), res in zip(entries, results) if res.error is None and res.image_id is not None])
 
     def _finish_search_round(self, r: int, new: list[dict[str, Any]]) -> None:
         """Add the new instructions, retire the weakest down to the population size and mark the
@@ -373,6 +374,7 @@ class Optimizer:
         for candidates in ([s for s in pulled if s.arm not in front], [s for s in pulled if s.arm in front]):
             while excess > 0 and candidates:
                 w = bandit.weakest(candidates)
+                assert w is not None  # candidates are pulled arms
                 retire.append(w)
                 candidates = [s for s in candidates if s.arm != w]
                 excess -= 1

@@ -62,7 +62,7 @@ def route_table(gains: Sequence[tuple[int, str, float]], prompt_group: dict[str,
         overall.setdefault(arm, []).append(g)
         if pid in prompt_group:
             by_group.setdefault((prompt_group[pid], arm), []).append(g)
-    table = []
+    table: list[dict[str, Any]] = []
     for grp in range(groups):
         scored = []
         for (gg, arm), values in by_group.items():

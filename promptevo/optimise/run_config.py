@@ -94,6 +94,7 @@ class OptimizeConfig:
             (self.route_groups >= 1, "--route-groups must be >= 1"),
             (self.cost_weight >= 0 and math.isfinite(self.cost_weight), f"--cost-weight must be a finite number >= 0 (got {self.cost_weight})"),
             (not self.cost_weight or bool(self.variants), "--cost-weight weighs the variants' cost: give candidate variants (--variant)"),
+            (self.strategy_name != "pareto-set" or self.pareto_set > 0, "the pareto-set strategy needs --pareto-set N > 0"),
         ]
         for ok, message in checks:
             if not ok:

@@ -83,7 +83,8 @@ def reward_gains(repo: RunRepository, run_id: str) -> dict[int, dict[str, float]
     for name in names:
         groups: dict[int, list[float]] = {}
         for g in paired_gains(trials, RewardObjective(name)):
-            groups.setdefault(g.trial.instruction_id, []).append(g.gain)
+            if g.trial.instruction_id is not None:
+                groups.setdefault(g.trial.instruction_id, []).append(g.gain)
         for iid, values in groups.items():
             out.setdefault(iid, {})[name] = mean(values)
     return out

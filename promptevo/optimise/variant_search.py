@@ -148,7 +148,7 @@ class VariantSearch:
             for phase in ("search", "selection"):
                 for g in paired_gains(self.repo.trials(self.run_id, phase=phase, finished=True), self.objective):
                     vid = vids.get(g.trial.variant_hash)
-                    if g.trial.instruction_id is not None and vid in live:
+                    if g.trial.instruction_id is not None and vid is not None and vid in live:
                         gains.append((vid, g.trial.prompt_id, g.gain - cost_of(rows[vid], self.config.cost_weight)))
             chosen = self.selected_instruction()["id"]
             table = route_table(gains, {p["id"]: int(g) for p, g in zip(opt, labels)}, len(centroids),

@@ -110,7 +110,7 @@ def named(specs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 def render_of(base: RenderConfig, spec: dict[str, Any]) -> RenderConfig:
     """The base render config with the spec's settings. A model other than the tiny one is drawn
     by diffusers, whatever drew the base."""
-    changes = {k: spec[k] for k in ("model", "steps", "guidance", "scheduler", "width", "height") if k in spec}
+    changes: dict[str, Any] = {k: spec[k] for k in ("model", "steps", "guidance", "scheduler", "width", "height") if k in spec}
     if "model" in changes and base.kind == "tiny" and changes["model"] != TINY:
         changes["kind"] = "diffusers"
     return dataclasses.replace(base, **changes)

@@ -22,7 +22,8 @@ from promptevo.embed import Embedder, from_blobs, to_blob
 from promptevo.errors import UserError
 from promptevo.hashing import sha256_hex
 from promptevo.promptdb.prompt_io import MAX_PROMPT_CHARS, Row, normalize, read_table
-from promptevo.storage.store import Store, now, prompt_id
+from promptevo.storage.prompt_tables import NewPrompt, PromptTables, Selection
+from promptevo.storage.store import Store
 
 PARTS = ("train", "validation", "test")
 DEFAULT_NEAR_THRESHOLD = 0.92
@@ -47,30 +48,6 @@ class ImportReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class Selection:
-    """Which collected prompts a command works on. Empty means all of them."""
-
-    ids: tuple[str, ...] = ()
-    search: str | None = None  # full-text query
-    tags: tuple[str, ...] = ()  # all must be present
-    split: str | None = None  # "test" or "default:test"
-    source: str | None = None
-    similar: str | None = None  # nearest to this text (needs an embedder)
-    k: int = 10
-    limit: int | None = None
-    include_removed: bool = False
-
-
-def fts_query(text: str) -> str:
-    """A user's words as an FTS5 query that cannot be a syntax error: each word quoted, all
-    required. (FTS5 operators stay available to SQL users through Datasette.)"""
-    words = re.findall(r"\w+", text)
-    if not words:
-        raise UserError(f"search {text!r} has no words to look for")
-    return " ".join(f'"{w}"' for w in words)
 
 
 def split_part(seed: int, name: str, pid: str, fractions: Sequence[float]) -> str:
@@ -126,6 +103,7 @@ def auto_tags(text: str) -> list[str]:
 class PromptDB:
     def __init__(self, store: Store):
         self.store = store
+        self.tables = PromptTables(store)
 
     # -- import ------------------------------------------------------------------------------
 
@@ -155,42 +133,15 @@ class PromptDB:
         groups: dict[str, list[Row]] = {}
         for row in result.rows:
             groups.setdefault(row.text, []).append(row)
-        added = already = 0
-        stamp = now()
-        with self.store.transaction() as conn:
-            conn.execute(
-                """INSERT INTO sources (name, licence, origin, path, file_sha256, mapping_json, imported_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?)
-                   ON CONFLICT(name) DO UPDATE SET licence = coalesce(excluded.licence, licence),
-                     origin = coalesce(excluded.origin, origin), path = excluded.path,
-                     file_sha256 = excluded.file_sha256, mapping_json = excluded.mapping_json,
-                     imported_at = excluded.imported_at""",
-                [name, licence, origin, str(path), _file_sha256(path), json.dumps(result.mapping), stamp],
-            )
-            source_id = conn.execute("SELECT id FROM sources WHERE name = ?", [name]).fetchone()[0]
-            for text, rows in groups.items():
-                pid = prompt_id(text)
-                first = rows[0]
-                conn.execute("INSERT OR IGNORE INTO prompts (id, text) VALUES (?, ?)", [pid, text])
-                cur = conn.execute(
-                    "INSERT OR IGNORE INTO collection (prompt_id, added_at, chars, words) VALUES (?, ?, ?, ?)",
-                    [pid, stamp, len(text), len(text.split())],
-                )
-                if cur.rowcount:
-                    added += 1
-                else:
-                    already += 1
-                conn.execute(
-                    """INSERT OR IGNORE INTO prompt_sources
-                       (prompt_id, source_id, first_row, occurrences, external_id, licence, raw_text)
-                       VALUES (?, ?, ?, ?, ?, ?, ?)""",
-                    [pid, source_id, first.n, len(rows), first.fields.get("id"), first.fields.get("licence"),
-                     first.raw if first.raw != text else None],
-                )
-                tags, bad = split_tags(first.fields.get("tags"))
-                refused += [b for b in bad if b not in refused]
-                for tag in tags:
-                    conn.execute("INSERT OR IGNORE INTO tags (prompt_id, tag, origin) VALUES (?, ?, 'import')", [pid, tag])
+        prompts = []
+        for text, rows in groups.items():
+            first = rows[0]
+            tags, bad = split_tags(first.fields.get("tags"))
+            refused += [b for b in bad if b not in refused]
+            prompts.append(NewPrompt(text, first.n, len(rows), first.fields.get("id"), first.fields.get("licence"),
+                                     first.raw if first.raw != text else None, tags))
+        added, already = self.tables.add_source(prompts, name=name, licence=licence, origin=origin, path=path,
+                                                file_sha256=_file_sha256(path), mapping=result.mapping)
         repeated = [rows for rows in groups.values() if len(rows) > 1]
         return ImportReport(
             source=name, path=str(path), format=result.format, rows=result.total, added=added, already=already,
@@ -223,37 +174,7 @@ class PromptDB:
     def select(self, sel: Selection = Selection(), embedder: Embedder | None = None) -> list[dict[str, Any]]:
         """Collected prompts matching every part of the selection, as rows with id and text
         (and `similarity` when ranked by --similar, `rank` order when searched)."""
-        where, params = [], []
-        order = "c.rowid"
-        if not sel.include_removed:
-            where.append("c.removed_at IS NULL")
-        if sel.ids:
-            where.append(f"c.prompt_id IN ({', '.join('?' for _ in sel.ids)})")
-            params += list(sel.ids)
-        for tag in sel.tags:
-            where.append("EXISTS (SELECT 1 FROM tags t WHERE t.prompt_id = c.prompt_id AND t.tag = ?)")
-            params.append(tag)
-        if sel.split:
-            name, _, part = sel.split.rpartition(":")
-            where.append("EXISTS (SELECT 1 FROM splits s WHERE s.prompt_id = c.prompt_id AND s.name = ? AND s.part = ?)")
-            params += [name or "default", part]
-        if sel.source:
-            if not self.store.one("SELECT 1 FROM sources WHERE name = ?", [sel.source]):
-                raise UserError(f"no source named {sel.source!r} (see `promptevo db stats`)")
-            where.append(
-                "EXISTS (SELECT 1 FROM prompt_sources ps JOIN sources so ON so.id = ps.source_id "
-                "WHERE ps.prompt_id = c.prompt_id AND so.name = ?)"
-            )
-            params.append(sel.source)
-        join = ""
-        if sel.search:
-            join = "JOIN prompts_fts f ON f.rowid = p.rowid"
-            where.append("prompts_fts MATCH ?")
-            params.append(fts_query(sel.search))
-            order = "f.rank, c.rowid"
-        sql = f"""SELECT c.prompt_id AS id, p.text FROM collection c JOIN prompts p ON p.id = c.prompt_id {join}
-                  {'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY {order}"""
-        rows = self.store.query(sql, params)
+        rows = self.tables.select(sel)
         if sel.similar is not None:
             if embedder is None:
                 raise ValueError("a similarity selection needs an embedder")
@@ -267,38 +188,21 @@ class PromptDB:
     def ensure_embeddings(self, embedder: Embedder, ids: Sequence[str] | None = None,
                           progress: Progress | None = None, chunk: int = 256) -> int:
         """Embed the collected prompts that have no stored vector for this model; return how many."""
-        rows = self.store.query(
-            """SELECT c.prompt_id AS id, p.text FROM collection c JOIN prompts p ON p.id = c.prompt_id
-               LEFT JOIN embeddings e ON e.prompt_id = c.prompt_id AND e.model = ?
-               WHERE e.prompt_id IS NULL ORDER BY c.rowid""",
-            [embedder.name],
-        )
+        rows = self.tables.unembedded(embedder.name)
         if ids is not None:
             wanted = set(ids)
             rows = [r for r in rows if r["id"] in wanted]
         for start in range(0, len(rows), chunk):
             part = rows[start : start + chunk]
             vectors = embedder.encode([r["text"] for r in part])
-            with self.store.transaction() as conn:
-                conn.executemany(
-                    "INSERT OR IGNORE INTO embeddings (prompt_id, model, dim, vector) VALUES (?, ?, ?, ?)",
-                    [(r["id"], embedder.name, embedder.dim, to_blob(v)) for r, v in zip(part, vectors)],
-                )
+            self.tables.add_embeddings(embedder.name, embedder.dim, [(r["id"], to_blob(v)) for r, v in zip(part, vectors)])
             if progress:
                 progress(start + len(part), len(rows))
         return len(rows)
 
     def vectors(self, embedder: Embedder, ids: Sequence[str]) -> np.ndarray:
         self.ensure_embeddings(embedder, ids)
-        found: dict[str, bytes] = {}
-        for start in range(0, len(ids), 500):
-            part = list(ids[start : start + 500])
-            marks = ", ".join("?" for _ in part)
-            for r in self.store.query(
-                f"SELECT prompt_id, vector FROM embeddings WHERE model = ? AND prompt_id IN ({marks})",
-                [embedder.name, *part],
-            ):
-                found[r["prompt_id"]] = r["vector"]
+        found = self.tables.embeddings(embedder.name, ids)
         return from_blobs([found[i] for i in ids], embedder.dim)
 
     def rank_similar(self, embedder: Embedder, text: str, rows: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
@@ -319,13 +223,7 @@ class PromptDB:
     def exact_duplicates(self) -> list[dict[str, Any]]:
         """Prompts seen more than once: repeated rows in one file or the same text from several
         sources (texts are compared after normalisation)."""
-        return self.store.query(
-            """SELECT ps.prompt_id AS id, p.text, SUM(ps.occurrences) AS occurrences,
-                      group_concat(so.name, ', ') AS sources
-               FROM prompt_sources ps JOIN prompts p ON p.id = ps.prompt_id JOIN sources so ON so.id = ps.source_id
-               JOIN collection c ON c.prompt_id = ps.prompt_id
-               GROUP BY ps.prompt_id HAVING SUM(ps.occurrences) > 1 ORDER BY occurrences DESC, p.text"""
-        )
+        return self.tables.exact_duplicates()
 
     def near_duplicates(self, embedder: Embedder, threshold: float = DEFAULT_NEAR_THRESHOLD,
                         progress: Progress | None = None, block: int = 512) -> list[dict[str, Any]]:
@@ -353,14 +251,7 @@ class PromptDB:
         return pairs
 
     def remove(self, pairs: list[dict[str, Any]], reason: str = "near-duplicate") -> int:
-        stamp = now()
-        with self.store.transaction() as conn:
-            for p in pairs:
-                conn.execute(
-                    """UPDATE collection SET removed_at = ?, removed_reason = ?, duplicate_of = ?
-                       WHERE prompt_id = ? AND removed_at IS NULL""",
-                    [stamp, reason, p.get("duplicate_of"), p["id"]],
-                )
+        self.tables.remove(pairs, reason)
         return len(pairs)
 
     # -- tags and splits ---------------------------------------------------------------------
@@ -370,25 +261,10 @@ class PromptDB:
         bad = [t for t in tags if not re.fullmatch(r"[\w.:/+-]{1,64}", t)]
         if bad:
             raise UserError(f"tag {bad[0]!r}: use letters, digits and . : / + - _ (at most 64)")
-        with self.store.transaction() as conn:
-            n = 0
-            for pid in ids:
-                for tag in tags:
-                    if remove:
-                        n += conn.execute("DELETE FROM tags WHERE prompt_id = ? AND tag = ?", [pid, tag]).rowcount
-                    else:
-                        n += conn.execute("INSERT OR IGNORE INTO tags (prompt_id, tag, origin) VALUES (?, ?, ?)",
-                                          [pid, tag, origin]).rowcount
-        return n
+        return self.tables.set_tags([(pid, tag) for pid in ids for tag in tags], origin=origin, remove=remove)
 
     def auto_tag(self, rows: list[dict[str, Any]]) -> int:
-        with self.store.transaction() as conn:
-            n = 0
-            for r in rows:
-                for tag in auto_tags(r["text"]):
-                    n += conn.execute("INSERT OR IGNORE INTO tags (prompt_id, tag, origin) VALUES (?, ?, 'auto')",
-                                      [r["id"], tag]).rowcount
-        return n
+        return self.tables.set_tags([(r["id"], tag) for r in rows for tag in auto_tags(r["text"])], origin="auto")
 
     def split(self, rows: list[dict[str, Any]], *, name: str = "default", seed: int = 0,
               fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> dict[str, int]:
@@ -397,29 +273,25 @@ class PromptDB:
         if not re.fullmatch(r"[\w.-]{1,64}", name):
             raise UserError(f"split name {name!r}: use letters, digits, . - _")
         counts = dict.fromkeys(PARTS, 0)
-        with self.store.transaction() as conn:
-            for r in rows:
-                part = split_part(seed, name, r["id"], fractions)
-                counts[part] += 1
-                conn.execute("INSERT OR REPLACE INTO splits (prompt_id, name, part, seed) VALUES (?, ?, ?, ?)",
-                             [r["id"], name, part, seed])
+        assigned = []
+        for r in rows:
+            part = split_part(seed, name, r["id"], fractions)
+            counts[part] += 1
+            assigned.append((r["id"], name, part, seed))
+        self.tables.set_splits(assigned)
         return counts
 
     # -- export, scoring, statistics ---------------------------------------------------------
 
     def describe(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Rows with provenance, tags and splits, for export."""
+        info = self.tables.provenance([r["id"] for r in rows])
         out = []
-        for start in range(0, len(rows), 500):
-            part = rows[start : start + 500]
-            marks = ", ".join("?" for _ in part)
-            info = {r["prompt_id"]: r for r in self.store.query(
-                f"SELECT * FROM collection_view WHERE prompt_id IN ({marks})", [r["id"] for r in part])}
-            for r in part:
-                v = info.get(r["id"], {})
-                out.append({"id": r["id"], "text": r["text"], "sources": v.get("sources"), "licences": v.get("licences"),
-                            "tags": v.get("tags"), "splits": v.get("splits"),
-                            **({"similarity": r["similarity"]} if "similarity" in r else {})})
+        for r in rows:
+            v = info.get(r["id"], {})
+            out.append({"id": r["id"], "text": r["text"], "sources": v.get("sources"), "licences": v.get("licences"),
+                        "tags": v.get("tags"), "splits": v.get("splits"),
+                        **({"similarity": r["similarity"]} if "similarity" in r else {})})
         return out
 
     def score(self, rows: list[dict[str, Any]], evaluator, seeds: Sequence[int], *,
@@ -437,18 +309,17 @@ class PromptDB:
         cached_by = {r["id"]: 0 for r in rows}
         for start in range(0, len(jobs), batch):
             results = evaluator.evaluate(jobs[start : start + batch])
-            with self.store.transaction() as conn:
-                for res in results:
-                    if res.error is not None:  # its worker failed on it: no score (scoring again retries it)
-                        continue
-                    pid = by_text[res.job.text]
-                    for score_id in res.score_ids.values():
-                        conn.execute("INSERT OR IGNORE INTO prompt_scores (prompt_id, score_id, seed) VALUES (?, ?, ?)",
-                                     [pid, score_id, res.job.seed])
-                    values[pid].append(res.score)
-                    for name, value in res.scores.items():
-                        per_reward[pid].setdefault(name, []).append(value)
-                    cached_by[pid] += res.cached
+            links = []
+            for res in results:
+                if res.error is not None:  # its worker failed on it: no score (scoring again retries it)
+                    continue
+                pid = by_text[res.job.text]
+                links += [(pid, score_id, res.job.seed) for score_id in res.score_ids.values()]
+                values[pid].append(res.score)
+                for name, value in res.scores.items():
+                    per_reward[pid].setdefault(name, []).append(value)
+                cached_by[pid] += res.cached
+            self.tables.add_prompt_scores(links)
             if progress:
                 progress(min(start + batch, len(jobs)), len(jobs))
         return [{"id": r["id"], "text": r["text"], "scorer": evaluator.reward_names[0], "seeds": len(seeds),
@@ -458,37 +329,20 @@ class PromptDB:
 
     def count(self) -> int:
         """Prompts in the collection (removed ones excluded)."""
-        return int(self.store.one("SELECT COUNT(*) AS n FROM collection WHERE removed_at IS NULL")["n"])
+        return self.tables.count()
 
     def stats(self) -> dict[str, Any]:
-        q, one = self.store.query, self.store.one
-        lengths = [r["chars"] for r in q("SELECT chars FROM collection WHERE removed_at IS NULL")]
-        words = [r["words"] for r in q("SELECT words FROM collection WHERE removed_at IS NULL")]
+        rows = self.tables.lengths()
 
         def summary(xs: list[int]) -> dict[str, Any]:
             if not xs:
                 return {}
             return {"min": min(xs), "median": statistics.median(xs), "mean": round(statistics.fmean(xs), 1), "max": max(xs)}
 
-        return {
-            "prompts": one("SELECT COUNT(*) AS n FROM collection WHERE removed_at IS NULL")["n"],
-            "removed": {r["removed_reason"]: r["n"] for r in q(
-                "SELECT removed_reason, COUNT(*) AS n FROM collection WHERE removed_at IS NOT NULL GROUP BY 1")},
-            "sources": q("""SELECT so.name, so.licence, so.origin, COUNT(ps.prompt_id) AS prompts,
-                                   SUM(ps.occurrences) AS rows FROM sources so
-                            LEFT JOIN prompt_sources ps ON ps.source_id = so.id GROUP BY so.id ORDER BY so.id"""),
-            "chars": summary(lengths),
-            "words": summary(words),
-            "tags": {r["tag"]: r["n"] for r in q(
-                """SELECT t.tag, COUNT(*) AS n FROM tags t JOIN collection c ON c.prompt_id = t.prompt_id
-                   WHERE c.removed_at IS NULL GROUP BY t.tag ORDER BY n DESC, t.tag LIMIT 30""")},
-            "splits": {f"{r['name']}:{r['part']}": r["n"] for r in q(
-                "SELECT name, part, COUNT(*) AS n FROM splits GROUP BY name, part ORDER BY name, part")},
-            "embeddings": {r["model"]: r["n"] for r in q("SELECT model, COUNT(*) AS n FROM embeddings GROUP BY model")},
-            "scores": q("""SELECT s.scorer, COUNT(DISTINCT x.prompt_id) AS prompts, COUNT(*) AS images,
-                                  ROUND(AVG(s.value), 4) AS mean, ROUND(MIN(s.value), 4) AS min, ROUND(MAX(s.value), 4) AS max
-                           FROM prompt_scores x JOIN scores s ON s.id = x.score_id GROUP BY s.scorer"""),
-        }
+        counts = self.tables.counts()
+        return {"prompts": counts["prompts"], "removed": counts["removed"], "sources": counts["sources"],
+                "chars": summary([r["chars"] for r in rows]), "words": summary([r["words"] for r in rows]),
+                **{k: counts[k] for k in ("tags", "splits", "embeddings", "scores")}}
 
 
 def normalize_tag(value: str) -> str | None:
@@ -502,7 +356,8 @@ def split_tags(value: str | None) -> tuple[list[str], list[str]]:
     """(tags, refused values) from a cell like "Food & Beverage, outdoor; 2024"."""
     if not value:
         return [], []
-    tags, refused = [], []
+    tags: list[str] = []
+    refused: list[str] = []
     for part in re.split(r"[,;|]", value):
         if not part.strip():
             continue

@@ -118,7 +118,7 @@ def read_table(path: Path, mapping: dict[str, str] | None = None, *, max_chars: 
         if isinstance(record, str):
             raw, fields = record, {}
         elif isinstance(record, dict):
-            raw = record.get(mapping["text"])
+            raw = record.get(mapping["text"])  # type: ignore[assignment]  # checked below
             fields = {k: _as_text(record.get(col)) for k, col in mapping.items() if k != "text" and record.get(col) is not None}
         else:
             raw, fields = None, {}

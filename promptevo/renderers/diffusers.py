@@ -9,6 +9,7 @@ import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from promptevo.config import TINY, RenderConfig
 from promptevo.devices import (
@@ -80,6 +81,9 @@ def apply_speed_settings(pipe, config: RenderConfig, dtype, device: str) -> None
 
 
 class DiffusersRenderer:
+    _decoder: Any = None  # a view's VAE decoder in place of the pipeline's (the full one when the pipe has a tiny one)
+    _scheduler: Any = None  # a view's scheduler for its calls (a variant's), else the model's own
+
     def __init__(self, config: RenderConfig):
         device = resolve_device(config.device)
         dtype = resolve_dtype(config.dtype, device)

@@ -79,7 +79,7 @@ def _build_tiny_sd(dest: Path) -> None:
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    pipe.save_pretrained(dest)
+    pipe.save_pretrained(dest)  # type: ignore[attr-defined]
 
 
 def tiny_sd_path() -> Path:
@@ -93,7 +93,7 @@ def _build_tiny_taesd(dest: Path) -> None:
     from diffusers import AutoencoderTiny
 
     torch.manual_seed(0)
-    AutoencoderTiny(
+    AutoencoderTiny(  # type: ignore[attr-defined]
         encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8), num_encoder_blocks=(1, 1),
         num_decoder_blocks=(1, 1), latent_channels=4, upsampling_scaling_factor=2,
     ).save_pretrained(dest)

@@ -86,10 +86,10 @@ def write_report(store: Store, run_id: str, path: Path) -> Path:
         naive = next((x for x in trials if x.prompt_id == t.prompt_id and x.arm == "naive" and x.seed == t.seed), None)
         best = next((x for x in trials if x.prompt_id == t.prompt_id and x.arm != "naive"), None)
         cells = []
-        for label, row in (("naive prompt", naive), ("best rewrite", best)):
-            if row:
-                cells.append(f'<div class="cell">{_img(store, row.image_path)}<br><b>{label}</b> · score {objective.score(row.scores):.3f}'
-                             f' · seed {row.seed}<br>{_e(row.rendered)}</div>')
+        for label, shown in (("naive prompt", naive), ("best rewrite", best)):
+            if shown:
+                cells.append(f'<div class="cell">{_img(store, shown.image_path)}<br><b>{label}</b> · score {objective.score(shown.scores):.3f}'
+                             f' · seed {shown.seed}<br>{_e(shown.rendered)}</div>')
         grids.append(f"<h3>{_e(texts[t.prompt_id])}</h3><div class=\"grid\">{''.join(cells)}</div>")
 
     best = summary["best_instruction"]

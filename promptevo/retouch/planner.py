@@ -225,7 +225,7 @@ def search(images, score_fn: Callable[[Any, list[int]], Sequence[float]], settin
     k = len(images)
     done = 0
     while done < settings.trials:
-        trials = [study.ask(dists) for _ in range(min(settings.batch, settings.trials - done))]
+        trials = [study.ask(dict(dists)) for _ in range(min(settings.batch, settings.trials - done))]
         values = {op: torch.tensor([t.params[op] for t in trials], dtype=images.dtype).repeat_interleave(k)
                   for op in ops}
         batch = apply_steps(images.repeat(len(trials), 1, 1, 1), [(op, values[op].to(images.device)) for op in ops])

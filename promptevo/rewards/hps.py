@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from promptevo.config import TINY, ScorerConfig
 from promptevo.devices import (
@@ -90,7 +91,7 @@ class HPSScorer(RewardModel):
         self.image_size = size[0] if isinstance(size, (tuple, list)) else int(size)
         self.mean, self.std = OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
         self.device, self.dtype = device, dtype
-        self._text_features: dict[str, object] = {}
+        self._text_features: dict[str, Any] = {}
         self.image_forwards = 0
 
     def _build_model(self, config: ScorerConfig):

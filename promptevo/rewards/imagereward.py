@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from promptevo.config import TINY, ScorerConfig
 from promptevo.errors import ModelNotFound
@@ -20,7 +21,7 @@ from promptevo.rewards.pickscore import tiny_config
 
 IMAGEREWARD_HUB = ("THUDM/ImageReward", "ImageReward.pt")
 IMAGEREWARD_MEAN, IMAGEREWARD_STD = 0.16717362830052426, 1.0333394966054072  # the official standardisation
-IMAGEREWARD_SIZES = {  # BLIP ViT-L/16 at 224 and BERT-base with cross-attention; the tiny one at toy size
+IMAGEREWARD_SIZES: dict[str, dict[str, dict[str, Any]]] = {  # BLIP ViT-L/16 at 224 and BERT-base with cross-attention; the tiny one at toy size
     "v1.0": {"vision": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
                             image_size=224, patch_size=16),
              "text": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,

@@ -38,7 +38,7 @@ class PickScore(ConfiguredReward):
             model_src = config.checkpoint or PICKSCORE_HUB
             tok_src = config.checkpoint or PICKSCORE_PROCESSOR_HUB
         try:
-            self.model = CLIPModel.from_pretrained(model_src, torch_dtype=dtype).to(device).eval()
+            self.model = CLIPModel.from_pretrained(model_src, torch_dtype=dtype).to(device).eval()  # type: ignore[arg-type]
             self.tokenizer = CLIPTokenizer.from_pretrained(tok_src)
         except (OSError, ValueError) as exc:
             raise ModelNotFound(f"cannot load PickScore {model_src!r}: {str(exc).splitlines()[0][:200]}") from None

@@ -15,6 +15,7 @@ from typing import Any
 
 from promptevo import human
 from promptevo.errors import UserError
+from promptevo.storage.judgements import JudgementsMixin
 from promptevo.storage.store import Store, now, safe_text
 
 
@@ -47,7 +48,7 @@ class NewTrial:
     score_ids: dict[str, int]  # reward name -> scores.id; the first is the trial's primary score
 
 
-class RunRepository:
+class RunRepository(JudgementsMixin):
     def __init__(self, store: Store):
         self.store = store
 
@@ -365,49 +366,35 @@ class RunRepository:
                 rec.score_rows[human.HUMAN] = {"scorer": human.HUMAN, "version": human.VERSION, "target": None}
         return list(out.values())
 
-    # -- judgements ---------------------------------------------------------------------------
+    # -- what pages poll --------------------------------------------------------------------
 
-    def add_judgement(self, run_id: str, left_trial_id: int, right_trial_id: int, choice: str, judge: str) -> int:
-        """One pairwise judgement: two trials of the run with the same prompt and seed, different
-        arms and different images."""
-        if choice not in human.CHOICES:
-            raise UserError(f"a judgement is one of {', '.join(human.CHOICES)} (got {choice!r})")
-        rows = {r["id"]: r for r in self.store.query(
-            "SELECT id, arm, instruction_id, prompt_id, seed, image_id FROM trials WHERE run_id = ? AND id IN (?, ?)",
-            [run_id, left_trial_id, right_trial_id])}
-        if len(rows) != 2 or left_trial_id == right_trial_id:
-            raise UserError(f"run {run_id} has no such pair of trials")
-        a, b = rows[left_trial_id], rows[right_trial_id]
-        if (a["prompt_id"], a["seed"]) != (b["prompt_id"], b["seed"]) or a["image_id"] == b["image_id"] \
-                or human.arm_key(a["arm"], a["instruction_id"]) == human.arm_key(b["arm"], b["instruction_id"]):
-            raise UserError("a judgement compares two images of one prompt and seed under different arms")
-        with self.atomic() as conn:
-            cur = conn.execute(
-                "INSERT INTO judgements (run_id, left_trial_id, right_trial_id, choice, judge, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                [run_id, left_trial_id, right_trial_id, choice, safe_text(judge), now()])
-            return int(cur.lastrowid)
+    def fingerprint(self, run_id: str | None = None) -> tuple:
+        """Moves whenever something a page shows does (runs, trials, rounds, events, instructions,
+        judgements), for the whole database or one run."""
+        row = self.store.one(
+            """SELECT (SELECT COUNT(*) FROM runs) AS runs, (SELECT MAX(updated_at) FROM runs) AS updated,
+                      (SELECT MAX(id) FROM trials WHERE ? IS NULL OR run_id = ?) AS trials,
+                      (SELECT COUNT(*) FROM rounds WHERE status = 'finished' AND (? IS NULL OR run_id = ?)) AS rounds,
+                      (SELECT MAX(id) FROM events WHERE ? IS NULL OR run_id = ?) AS events,
+                      (SELECT MAX(id) FROM instructions WHERE ? IS NULL OR run_id = ?) AS instructions,
+                      (SELECT MAX(id) FROM judgements WHERE ? IS NULL OR run_id = ?) AS judgements""",
+            [run_id, run_id] * 5)
+        return tuple(row.values())
 
-    def judgements(self, run_id: str) -> list[dict[str, Any]]:
-        """A run's judgements, oldest first, with the arm key and image of each side."""
-        return self.store.query(
-            """SELECT j.id, j.left_trial_id, j.right_trial_id, j.choice, j.judge, j.created_at,
-                      l.arm AS left_arm, l.instruction_id AS left_instruction_id, l.image_id AS left_image_id,
-                      r.arm AS right_arm, r.instruction_id AS right_instruction_id, r.image_id AS right_image_id
-               FROM judgements j JOIN trials l ON l.id = j.left_trial_id JOIN trials r ON r.id = j.right_trial_id
-               WHERE j.run_id = ? ORDER BY j.id""", [run_id])
+    def latest_trial_round(self, run_id: str) -> int | None:
+        return self.store.one("SELECT MAX(round) AS r FROM trials WHERE run_id = ?", [run_id])["r"]
 
-    def human_values(self, run_id: str) -> dict[str, float] | None:
-        """The human reward's arm values, when the run has judgements or its objective weighs the
-        human reward (then every arm starts at 0); else None (the trials carry no human score)."""
-        rows = self.judgements(run_id)
-        if not rows:
-            run = self.run(run_id)
-            spec = (json.loads(run["config_json"]).get("optimize", {}).get("objective") or {}) if run else {}
-            if human.HUMAN not in {**spec.get("weights", {}), **spec.get("guards", {})}:
-                return None
-        return human.arm_values([human.Judged(human.arm_key(r["left_arm"], r["left_instruction_id"]),
-                                              human.arm_key(r["right_arm"], r["right_instruction_id"]), r["choice"])
-                                 for r in rows])
+    def content_hashes(self, image_ids: Sequence[int]) -> dict[int, str]:
+        if not image_ids:
+            return {}
+        marks = ",".join("?" * len(image_ids))
+        return {r["id"]: r["content_hash"] for r in self.store.query(
+            f"SELECT id, content_hash FROM images WHERE id IN ({marks})", list(image_ids))}
+
+    def image_file(self, content_hash: str) -> str | None:
+        """The stored path (relative to the artifacts folder) of an image with this content hash."""
+        row = self.store.one("SELECT path FROM images WHERE content_hash = ? LIMIT 1", [content_hash])
+        return row["path"] if row else None
 
     # -- events and LLM calls -----------------------------------------------------------------
 

@@ -165,6 +165,11 @@ class Store:
             cols = [c[0] for c in cur.description or []]
             return [dict(zip(cols, row)) for row in cur.fetchall()]
 
+    def scalar(self, sql: str, params: Any = ()) -> Any:
+        """The first column of the first row (None when there is no row)."""
+        row = self.one(sql, params)
+        return next(iter(row.values())) if row else None
+
     def one(self, sql: str, params: Any = ()) -> dict[str, Any] | None:
         rows = self.query(sql, params)
         return rows[0] if rows else None
@@ -174,7 +179,7 @@ class Store:
         marks = ", ".join("?" for _ in row)
         with self.transaction() as conn:
             cur = conn.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks})", [safe_text(v) for v in row.values()])
-            return int(cur.lastrowid)
+            return int(cur.lastrowid or 0)
 
     def lookup(self, table: str, unique: dict[str, Any], extra: dict[str, Any] | None = None, id_column: str = "id") -> Any:
         """Get-or-create by content (sqlite-utils' `lookup`): the id of the row whose `unique`
@@ -287,7 +292,7 @@ class Store:
         return self.one("SELECT * FROM images WHERE id = ?", [image_id])
 
     def images_count(self) -> int:
-        return int(self.one("SELECT COUNT(*) AS n FROM images")["n"])
+        return int(self.scalar("SELECT COUNT(*) FROM images"))
 
     def image_path(self, image: dict[str, Any]) -> Path:
         return self.artifacts / image["path"]

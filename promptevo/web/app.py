@@ -86,7 +86,7 @@ class Server:
     def authorised(self, request: Request) -> bool:
         session = request.cookies.get(SESSION_COOKIE)
         sent = request.headers.get(TOKEN_HEADER, "")
-        return bool(session) and hmac.compare_digest(sent, self.token(session))
+        return bool(session) and hmac.compare_digest(sent, self.token(session or ""))
 
 
 def _finite(value: Any) -> Any:
@@ -132,7 +132,7 @@ def create_app(db: Path, *, judge: str = "local", hosts: tuple[str, ...] = LOOPB
         return server.page(request, "run.html", run_id=run_id, view=pages.run_page(server.reader, run_id),
                            version=pages.fingerprint(server.reader, run_id))
 
-    def judge(request: Request):
+    def judge_page(request: Request):
         run_id = _run_id(server, request)
         if run_id is None:
             return not_found("run")
@@ -141,9 +141,8 @@ def create_app(db: Path, *, judge: str = "local", hosts: tuple[str, ...] = LOOPB
 
     def image(request: Request):
         digest = request.path_params["digest"]
-        row = server.reader.store.one("SELECT path FROM images WHERE content_hash = ? LIMIT 1", [digest]) \
-            if HASH.fullmatch(digest) else None
-        path = server.reader.store.artifacts / row["path"] if row else None
+        stored = server.reader.image_file(digest) if HASH.fullmatch(digest) else None
+        path = server.reader.store.artifacts / stored if stored else None
         if path is None or not path.is_file():
             return Response("no such image", 404, headers=SECURITY_HEADERS)
         return FileResponse(path, media_type="image/png",
@@ -184,7 +183,7 @@ def create_app(db: Path, *, judge: str = "local", hosts: tuple[str, ...] = LOOPB
 
     static = Path(__file__).with_name("static")
     routes = [
-        Route("/", index), Route("/favicon.ico", lambda request: Response(status_code=204)), Route("/runs/{run_id}", run), Route("/runs/{run_id}/judge", judge),
+        Route("/", index), Route("/favicon.ico", lambda request: Response(status_code=204)), Route("/runs/{run_id}", run), Route("/runs/{run_id}/judge", judge_page),
         Route("/image/{digest}", image), Route("/api/version", version), Route("/api/runs", api_runs),
         Route("/api/runs/{run_id}", api_run), Route("/api/runs/{run_id}/judgements", add_judgement, methods=["POST"]),
         Mount("/static", StaticFiles(directory=static), name="static"),

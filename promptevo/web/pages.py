@@ -17,15 +17,7 @@ LATEST_IMAGES = 24
 
 def fingerprint(repo: RunRepository, run_id: str | None = None) -> str:
     """Changes whenever something a page shows does: a page polls it and reloads when it moves."""
-    row = repo.store.one(
-        """SELECT (SELECT COUNT(*) FROM runs) AS runs, (SELECT MAX(updated_at) FROM runs) AS updated,
-                  (SELECT MAX(id) FROM trials WHERE ? IS NULL OR run_id = ?) AS trials,
-                  (SELECT COUNT(*) FROM rounds WHERE status = 'finished' AND (? IS NULL OR run_id = ?)) AS rounds,
-                  (SELECT MAX(id) FROM events WHERE ? IS NULL OR run_id = ?) AS events,
-                  (SELECT MAX(id) FROM instructions WHERE ? IS NULL OR run_id = ?) AS instructions,
-                  (SELECT MAX(id) FROM judgements WHERE ? IS NULL OR run_id = ?) AS judgements""",
-        [run_id, run_id] * 5)
-    return "-".join(str(v) for v in row.values())
+    return "-".join(str(v) for v in repo.fingerprint(run_id))
 
 
 def runs(repo: RunRepository) -> list[dict[str, Any]]:
@@ -54,23 +46,15 @@ def run_page(repo: RunRepository, run_id: str) -> dict[str, Any]:
 
 def latest_images(repo: RunRepository, run_id: str) -> dict[str, Any]:
     """The images of the latest round that has any, best first, with what made them."""
-    row = repo.store.one("SELECT MAX(round) AS r FROM trials WHERE run_id = ?", [run_id])
-    if row["r"] is None:
+    latest = repo.latest_trial_round(run_id)
+    if latest is None:
         return {"round": None, "images": []}
-    trials = repo.trials(run_id, round=row["r"])
+    trials = repo.trials(run_id, round=latest)
     texts = repo.prompt_texts(list({t.prompt_id for t in trials}))
-    hashes = content_hashes(repo, [t.image_id for t in trials])
+    hashes = repo.content_hashes([t.image_id for t in trials])
     images = [{"hash": hashes[t.image_id], "prompt": texts.get(t.prompt_id, "?"), "arm": t.arm, "seed": t.seed,
                "rendered": t.rendered, "scores": t.scores} for t in trials]
-    return {"round": row["r"], "phase": trials[0].phase if trials else None, "images": images[:LATEST_IMAGES]}
-
-
-def content_hashes(repo: RunRepository, image_ids: list[int]) -> dict[int, str]:
-    if not image_ids:
-        return {}
-    marks = ",".join("?" * len(image_ids))
-    return {r["id"]: r["content_hash"] for r in repo.store.query(
-        f"SELECT id, content_hash FROM images WHERE id IN ({marks})", list(image_ids))}
+    return {"round": latest, "phase": trials[0].phase if trials else None, "images": images[:LATEST_IMAGES]}
 
 
 def judgement_counts(repo: RunRepository, run_id: str) -> dict[str, int]:
@@ -94,10 +78,10 @@ def judge_page(repo: RunRepository, run_id: str, rng: np.random.Generator) -> di
     pair = human.next_pair(trials, judged, counts, live, rng)
     values = repo.human_values(run_id)
     arms = sorted(({"arm": k, "judgements": n, "value": None if values is None else values.get(k, 0.0)} for k, n in counts.items()),
-                  key=lambda a: (a["arm"] != human.NAIVE, -(a["value"] or 0.0)))
+                  key=lambda a: (a["arm"] != human.NAIVE, -float(a["value"] or 0.0)))
     out = {"run_id": run_id, "status": status_of(run), "arms": arms, "judgements": sum(counts.values()) // 2, "pair": None}
     if pair:
-        hashes = content_hashes(repo, [pair[0].image_id, pair[1].image_id])
+        hashes = repo.content_hashes([pair[0].image_id, pair[1].image_id])
         out["pair"] = {"prompt": repo.prompt_texts([pair[0].prompt_id]).get(pair[0].prompt_id, "?"), "seed": pair[0].seed,
                        "left": {"trial": pair[0].id, "hash": hashes[pair[0].image_id]},
                        "right": {"trial": pair[1].id, "hash": hashes[pair[1].image_id]}}
