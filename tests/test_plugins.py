@@ -163,11 +163,13 @@ def test_the_readme_reward_example_is_listed_and_refused_where_it_cannot_work(tm
 
 @pytest.mark.slow
 def test_the_readme_reward_example_works_with_objective(tmp_path):
-    """The README's command (one round, to keep it short) on the tiny models and SmolLM2."""
+    """The README's command on the tiny models and SmolLM2, kept short: one round of one arm, no
+    critic, so a handful of LLM calls; the reward is what is tested."""
     (tmp_path / "brightness.py").write_text(readme_example(), encoding="utf-8")
     db = tmp_path / "bright.db"
     r = run_cli(["optimize", "--profile", "tiny", "--prompts", "examples/prompts.txt", "--objective", "hps=1,brightness=1",
-                 "--rounds", "1", "--db", str(db), "--json"], tmp_path)
+                 "--rounds", "1", "--population", "1", "--arms-per-round", "1", "--new-per-gradient", "0", "--eval-seeds", "1",
+                 "--db", str(db), "--json"], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads(r.stdout)
     assert summary["objective"]["weights"] == {"hps-tiny": 1.0, "brightness-v1": 1.0}

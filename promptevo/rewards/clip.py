@@ -3,8 +3,9 @@ OpenAI weights), with CLIP's own evaluation transform."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from promptevo.config import TINY, ScorerConfig
 from promptevo.errors import ModelNotFound
@@ -30,6 +31,22 @@ def clip_preprocess(images, size: int, mean: Sequence[float], std: Sequence[floa
     mean_t = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
     std_t = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
     return (images - mean_t) / std_t
+
+
+def clip_batches(images, prompts: Sequence[str], reward: Any, max_length: int) -> Iterator[tuple[Any, Any]]:
+    """(pixels, tokens) per chunk of `reward.config.max_batch` images: quantised as a PNG holds
+    them, CLIP's OpenAI transform at `reward.size` in `reward.dtype`, prompts padded to
+    `max_length` tokens by `reward.tokenizer`, both on `reward.device` (transformers rewards)."""
+    import torch
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+    step = reward.config.max_batch
+    for i in range(0, len(images), step):
+        chunk = (images[i : i + step].to(reward.device, torch.float32).clamp(0, 1) * 255).round() / 255
+        pixels = clip_preprocess(chunk, reward.size, OPENAI_DATASET_MEAN, OPENAI_DATASET_STD).to(reward.dtype)
+        tokens = reward.tokenizer(list(prompts[i : i + step]), padding="max_length", truncation=True, max_length=max_length,
+                                  return_tensors="pt").to(reward.device)
+        yield pixels, tokens
 
 
 class ClipScore(HPSScorer):

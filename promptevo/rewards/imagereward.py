@@ -16,7 +16,7 @@ from promptevo.model_cache import build_once
 from promptevo.registry import register_reward
 from promptevo.rewards.aesthetic import aesthetic_mlp
 from promptevo.rewards.base import ConfiguredReward, weights_file
-from promptevo.rewards.clip import clip_preprocess
+from promptevo.rewards.clip import clip_batches
 from promptevo.rewards.pickscore import tiny_config
 
 IMAGEREWARD_HUB = ("THUDM/ImageReward", "ImageReward.pt")
@@ -137,16 +137,9 @@ class ImageRewardScore(ConfiguredReward):
 
     def score(self, images, prompts: Sequence[str]) -> list[float]:
         import torch
-        from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
-        images = image_batch(images, prompts)
         out: list[float] = []
-        step = self.config.max_batch
-        for i in range(0, len(images), step):
-            chunk = (images[i : i + step].to(self.device, torch.float32).clamp(0, 1) * 255).round() / 255
-            pixels = clip_preprocess(chunk, self.size, OPENAI_DATASET_MEAN, OPENAI_DATASET_STD).to(self.dtype)
-            tokens = self.tokenizer(list(prompts[i : i + step]), padding="max_length", truncation=True, max_length=35,
-                                    return_tensors="pt").to(self.device)
+        for pixels, tokens in clip_batches(image_batch(images, prompts), prompts, self, max_length=35):
             with torch.inference_mode():
                 embeds = self.model.vision(pixel_values=pixels).last_hidden_state
                 mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=self.device)

@@ -13,7 +13,7 @@ from promptevo.images import image_batch
 from promptevo.model_cache import build_once, write_clip_tokenizer
 from promptevo.registry import RewardInfo, register_reward
 from promptevo.rewards.base import ConfiguredReward
-from promptevo.rewards.clip import clip_preprocess
+from promptevo.rewards.clip import clip_batches
 
 PICKSCORE_HUB = "yuvalkirstain/PickScore_v1"
 PICKSCORE_PROCESSOR_HUB = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
@@ -51,17 +51,9 @@ class PickScore(ConfiguredReward):
         return f"pickscore-{self.config.version}"
 
     def score(self, images, prompts: Sequence[str]) -> list[float]:
-        from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
-
         torch = self._torch
-        images = image_batch(images, prompts)
         out: list[float] = []
-        step = self.config.max_batch
-        for i in range(0, len(images), step):
-            chunk = (images[i : i + step].to(self.device, torch.float32).clamp(0, 1) * 255).round() / 255
-            pixels = clip_preprocess(chunk, self.size, OPENAI_DATASET_MEAN, OPENAI_DATASET_STD).to(self.dtype)
-            tokens = self.tokenizer(list(prompts[i : i + step]), padding="max_length", truncation=True, max_length=77,
-                                    return_tensors="pt").to(self.device)
+        for pixels, tokens in clip_batches(image_batch(images, prompts), prompts, self, max_length=77):
             with torch.inference_mode():
                 img = torch.nn.functional.normalize(_projected(self.model.get_image_features(pixel_values=pixels)), dim=-1)
                 txt = torch.nn.functional.normalize(_projected(self.model.get_text_features(**tokens)), dim=-1)
