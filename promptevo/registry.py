@@ -245,25 +245,31 @@ _loading = threading.RLock()
 
 
 def load() -> None:
-    """Import the built-ins, then plugins (entry points, `PROMPTEVO_PLUGINS`), once."""
+    """Import the built-ins and entry-point plugins once, and any module newly named in
+    `PROMPTEVO_PLUGINS` (read at each call: cheap, and a changed setting takes effect)."""
     global _loaded
-    if _loaded:
-        return
-    with _loading:
-        if _loaded:
-            return
-        _loaded = True  # set first: a built-in that reads a table while registering must not recurse
-        for module in BUILTINS:
-            importlib.import_module(module)
-        from importlib.metadata import entry_points
+    if not _loaded:
+        with _loading:
+            if not _loaded:
+                _loaded = True  # set first: a built-in that reads a table while registering must not recurse
+                for module in BUILTINS:
+                    importlib.import_module(module)
+                from importlib.metadata import entry_points
 
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            ep.load()
-        for module in filter(None, (m.strip() for m in os.environ.get("PROMPTEVO_PLUGINS", "").split(","))):
-            try:
-                importlib.import_module(module)
-            except ImportError as exc:
-                raise UserError(f"PROMPTEVO_PLUGINS names {module!r}, which cannot be imported ({exc})") from None
+                for ep in entry_points(group=ENTRY_POINT_GROUP):
+                    ep.load()
+    named = os.environ.get("PROMPTEVO_PLUGINS", "")
+    if named and named != _plugins_seen[0]:
+        with _loading:
+            for module in filter(None, (m.strip() for m in named.split(","))):
+                try:
+                    importlib.import_module(module)
+                except ImportError as exc:
+                    raise UserError(f"PROMPTEVO_PLUGINS names {module!r}, which cannot be imported ({exc})") from None
+            _plugins_seen[0] = named
+
+
+_plugins_seen = [""]  # the PROMPTEVO_PLUGINS value whose modules are imported
 
 
 def _register(group: str, kind: str, name: Callable[[Any], str] | None = None, info: RewardInfo | None = None):

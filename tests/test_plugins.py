@@ -161,16 +161,24 @@ def test_the_readme_reward_example_is_listed_and_refused_where_it_cannot_work(tm
     assert "Traceback" not in missing.stderr
 
 
-@pytest.mark.slow
-def test_the_readme_reward_example_works_with_objective(tmp_path):
-    """The README's command on the tiny models and SmolLM2, kept short: one round of one arm, no
-    critic, so a handful of LLM calls; the reward is what is tested."""
+def test_the_readme_reward_example_works_with_objective(tmp_path, monkeypatch):
+    """The README's command as written (its module on the path, named in PROMPTEVO_PLUGINS), on the
+    tiny models with the scripted LLM standing in for SmolLM2: the reward is what is tested."""
+    from typer.testing import CliRunner
+
+    from promptevo.cli.main import _register_subcommands, app
+    from promptevo.llms.backends import ScriptedLLM
+
     (tmp_path / "brightness.py").write_text(readme_example(), encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PROMPTEVO_PLUGINS", "brightness")
+    monkeypatch.setattr(registry, "build_llm", lambda config: ScriptedLLM(script))
+    monkeypatch.chdir(ROOT)
+    _register_subcommands()
     db = tmp_path / "bright.db"
-    r = run_cli(["optimize", "--profile", "tiny", "--prompts", "examples/prompts.txt", "--objective", "hps=1,brightness=1",
-                 "--rounds", "1", "--population", "1", "--arms-per-round", "1", "--new-per-gradient", "0", "--eval-seeds", "1",
-                 "--db", str(db), "--json"], tmp_path)
-    assert r.returncode == 0, r.stderr[-3000:]
+    r = CliRunner().invoke(app, ["optimize", "--profile", "tiny", "--prompts", "examples/prompts.txt", "--objective",
+                                 "hps=1,brightness=1", "--db", str(db), "--json"])
+    assert r.exit_code == 0, r.output
     summary = json.loads(r.stdout)
     assert summary["objective"]["weights"] == {"hps-tiny": 1.0, "brightness-v1": 1.0}
     assert summary["objective"]["scales"]["brightness-v1"] == 5.0

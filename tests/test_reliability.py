@@ -92,7 +92,7 @@ def test_sigkill_in_every_phase_then_resume_matches_an_uninterrupted_run(tmp_pat
         for line in proc.stdout:
             if line.strip() == "done":
                 finished = True
-            if kills >= 24 or not line.startswith("stage "):
+            if kills >= 14 or not line.startswith("stage "):
                 continue
             seen += 1
             if seen == at:
@@ -109,7 +109,7 @@ def test_sigkill_in_every_phase_then_resume_matches_an_uninterrupted_run(tmp_pat
             break
     record_property("kills", kills)
     print(f"SIGKILLs survived: {kills}, by phase: {killed_in}")
-    assert kills >= 20 and len(killed_in) >= 5 and finished
+    assert kills >= 12 and len(killed_in) >= 5 and finished  # every phase of a round hit, at least once
 
     with Store(db) as s:
         assert s.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -203,7 +203,7 @@ def test_optimize_with_two_tiny_variants_then_apply_routes(tmp_path):
     together, the routing table stored and shown, and `apply` routing new prompts by it."""
     db = tmp_path / "run.db"
     p = promptevo("optimize", "--profile", "tiny", "--prompts", "examples/prompts.txt", "--variant", "steps=1", "--variant",
-                  "steps=2", "--rounds", "2", "--eval-seeds", "1", "--new-per-gradient", "1", "--db", str(db), "--json")
+                  "steps=2", "--rounds", "1", "--eval-seeds", "1", "--new-per-gradient", "1", "--db", str(db), "--json")
     assert p.returncode == 0, p.stderr[-3000:]
     summary = json.loads(p.stdout)
     v = summary["variants"]
