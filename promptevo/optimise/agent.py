@@ -43,6 +43,12 @@ class Decision:
     llm_call_id: int | None
 
 
+# "name: 0.5" pairs. A name starts at a letter no letter precedes and is taken whole (possessive):
+# the same matches as `([A-Za-z][\w.-]*)\s*[:=]...`, without its quadratic backtracking over a long
+# run of letters in a hostile reply.
+_PAIR = re.compile(r"(?<![A-Za-z])([A-Za-z][\w.-]*+)\s*[:=]\s*(-?[0-9]*\.?[0-9]+)")
+
+
 def parse_reply(text: str, names: Sequence[str], aliases: Mapping[str, str] | None = None) -> tuple[dict[str, float], str] | None:
     """Weights and a reason from the agent's reply: a JSON object, or lines `name: weight`.
     A reward may be named by its stored name (clip-tiny) or by an alias (its kind, clip). Every
@@ -51,10 +57,11 @@ def parse_reply(text: str, names: Sequence[str], aliases: Mapping[str, str] | No
     by_kind = {k.lower(): n for k, n in (aliases or {}).items()}
     raw: dict[str, Any] = {}
     reason = ""
-    match = re.search(r"\{.*\}", text[:20000], re.S)
-    if match:
+    head = text[:20000]
+    start, end = head.find("{"), head.rfind("}")  # the span `\{.*\}` matches, found in linear time
+    if 0 <= start < end:
         try:
-            data = json.loads(match.group(0))
+            data = json.loads(head[start : end + 1])
             if isinstance(data, dict):
                 given, why = data.get("weights"), data.get("reason")
                 raw = given if isinstance(given, dict) else data
@@ -62,7 +69,7 @@ def parse_reply(text: str, names: Sequence[str], aliases: Mapping[str, str] | No
         except (ValueError, RecursionError):
             raw = {}
     if not raw:
-        raw = dict(re.findall(r"([A-Za-z][\w.-]*)\s*[:=]\s*(-?[0-9]*\.?[0-9]+)", text[:20000]))
+        raw = dict(_PAIR.findall(head))
     weights: dict[str, float] = {}
     for key, value in raw.items():
         name = key if key in names else by_kind.get(str(key).strip().lower())
