@@ -201,7 +201,7 @@ class LocalLLM:
             return str(self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
         return "\n\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\n\nassistant:"
 
-    def complete(self, requests, *, temperature=None, seed=None):
+    def complete(self, requests: Sequence[Request], *, temperature: float | None = None, seed: int | None = None) -> list[Completion]:
         torch = self._torch
         temp = self.config.temperature if temperature is None else temperature
         results: list[Completion] = []

@@ -69,7 +69,7 @@ class EpsilonGreedy:
     epsilon: float = 0.2
     name: str = "epsilon-greedy"
 
-    def select(self, arms, k, rng):
+    def select(self, arms: Sequence[ArmStats], k: int, rng: np.random.Generator) -> list[int]:
         greedy = _top(arms, len(arms), lambda a: a.mean, rng)
         chosen: list[int] = []
         for _ in range(min(k, len(arms))):
