@@ -25,6 +25,7 @@ from promptevo.optimise.critic import (
     update,
 )
 from promptevo.optimise.critic import merge as merge_instructions
+from promptevo.optimise.hints import Ranked, run_hints, run_history
 from promptevo.registry import register_strategy
 
 
@@ -83,7 +84,7 @@ class LoopStrategy:
                 examples = critique_examples(opt.repo, opt.run_id, r, parent, opt.objective, opt.references)
                 if not examples:
                     opt.repo.event(opt.run_id, "gradient_skipped",
-                                    {"reason": "no better prompts to contrast", "instruction_id": parent}, round=r)
+                                   {"reason": "no better prompts to contrast", "instruction_id": parent}, round=r)
                     return []
                 found = critique(opt.llm, parent_text, examples, cfg.new_per_gradient, repo=opt.repo,
                                  run_id=opt.run_id, seed=cfg.seed * 1000 + r)
@@ -91,14 +92,12 @@ class LoopStrategy:
             else:
                 improvements, text, call_id = blind_improvements(cfg.new_per_gradient), "(no gradient: ablation)", None
             opt.repo.add_gradient(opt.run_id, r, instruction_id=parent, text=text[:20000],
-                                   improvements=improvements, llm_call_id=call_id)
+                                  improvements=improvements, llm_call_id=call_id)
             gradient = opt.repo.gradient(opt.run_id, r)
         improvements = json.loads(gradient["improvements_json"])
         existing = {i["text"] for i in opt.repo.instructions(opt.run_id)}
         history = hints = None
         if cfg.history:
-            from promptevo.optimise.hints import run_hints, run_history
-
             tried = [i["id"] for i in opt.repo.instructions(opt.run_id) if i["origin"] != "baseline"]
             history = run_history(opt.repo, opt.run_id, opt.arm_stats(tried, include_round=r))
             hints = run_hints(opt.repo, opt.run_id, opt.objective, also_round=r)
@@ -115,8 +114,6 @@ class LoopStrategy:
         """GEPA's merge: the two live instructions that win the most prompts of the Pareto front
         (ties: higher mean), combined by the LLM into one new instruction, if that pair was not
         merged before. Returns it (not yet stored), or nothing."""
-        from promptevo.optimise.hints import Ranked
-
         stats = {s.arm: s for s in opt.arm_stats([p["id"] for p in opt.population()], include_round=r)}
         wins = bandit.pareto_front(list(stats.values()))
         ranked = sorted(wins, key=lambda a: (-wins[a], -stats[a].mean, a))
@@ -128,7 +125,7 @@ class LoopStrategy:
         existing = {i["text"] for i in opt.repo.instructions(opt.run_id)} | {n["text"] for n in new}
         u = merge_instructions(opt.llm, a, b, existing, repo=opt.repo, run_id=opt.run_id, seed=opt.config.seed * 1000 + r)
         opt.repo.event(opt.run_id, "merged", {"pair": list(pair), "llm_call_id": u.llm_call_id, "rejected": u.rejected},
-                        round=r)
+                       round=r)
         if u.text is None:
             return []
         return [{"text": u.text, "parent_id": pair[0], "gradient_id": None, "llm_call_id": u.llm_call_id,

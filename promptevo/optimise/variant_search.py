@@ -10,10 +10,14 @@ from typing import Any
 
 import numpy as np
 
+from promptevo.embed import shared_embedder
 from promptevo.errors import UserError
 from promptevo.evaluation.evaluator import Variant
 from promptevo.optimise import bandit
 from promptevo.optimise.plans import SearchPlan, SelectionPlan
+from promptevo.optimise.routing import assign, group_count, kmeans, route_table
+from promptevo.optimise.variants import cost_of, pair_stats, variant_ids, variant_of, variant_stats
+from promptevo.rewards.objective import paired_gains
 
 
 class VariantSearch:
@@ -47,8 +51,6 @@ class VariantSearch:
                 self.repo.set_variant_hashes(row["id"], search.hash, final.hash)
 
     def variant(self, variant_id: int, final: bool) -> Variant:
-        from promptevo.optimise.variants import variant_of
-
         if self._specs is None:  # a variant's spec never changes: read once
             self._specs = {v["id"]: v["spec"] for v in self.repo.variants(self.run_id)}
         return variant_of(self.final_variant if final else self.search_variant, self._specs[variant_id])
@@ -77,8 +79,6 @@ class VariantSearch:
                                 round=r)
 
     def search_gains(self, include_round: int | None = None):
-        from promptevo.rewards.objective import paired_gains
-
         return paired_gains(self.repo.trials(self.run_id, phase="search", finished=True, also_round=include_round),
                             self.objective)
 
@@ -86,8 +86,6 @@ class VariantSearch:
         """A search round's (instruction, variant) pairs. factored: the instruction selector over
         instructions (their gains over every variant) and the variant selector over variants
         (over every instruction), zipped; joint: one selector over every live pair."""
-        from promptevo.optimise.variants import pair_stats, variant_ids, variant_stats
-
         cfg = self.config
         live = self.repo.variants(self.run_id, live=True)
         if not live:
@@ -111,8 +109,6 @@ class VariantSearch:
     def best_variant(self, instruction_id: int) -> int:
         """The live variant an instruction did best with in the search rounds (cost-adjusted),
         else the best variant over every instruction, else the first live one."""
-        from promptevo.optimise.variants import pair_stats, variant_ids, variant_stats
-
         live = self.repo.variants(self.run_id, live=True) or self.repo.variants(self.run_id)
         vids = variant_ids(self.repo.variants(self.run_id))
         gains = self.search_gains()
@@ -127,11 +123,6 @@ class VariantSearch:
     def routing(self, held: Sequence[str]) -> dict[str, list[int]]:
         """The routing table (computed once from the search and selection trials, stored), and
         the held-out prompts' arms by their nearest group."""
-        from promptevo.embed import shared_embedder
-        from promptevo.optimise.routing import assign, group_count, kmeans, route_table
-        from promptevo.optimise.variants import cost_of, variant_ids
-        from promptevo.rewards.objective import paired_gains
-
         embedder = shared_embedder()
         routes = self.repo.routes(self.run_id)
         if not routes:
