@@ -120,3 +120,61 @@ def test_hostile_strings_render_as_text_and_run_no_script(tmp_path, synthetic): 
         page.goto(f"{url}/runs/{run_id}/judge")
         shown = page.inner_text("#prompt")
         assert shown in HOSTILE + PROMPTS[:3]  # the prompt, as the text it is
+
+
+def test_a_phone_a_long_prompt_new_rounds_and_a_lost_server(tmp_path, synthetic):  # noqa: F811
+    """At 390 px both images of a pair are on screen and no page scrolls sideways; a 2,000-character
+    prompt is shown short with a control that shows it whole; a judge page with a pair announces
+    new images without swapping the pair, one with nothing left loads new pairs by itself; a
+    lost server is shown as such, not in the colour of a live one."""
+    import numpy as np
+    from playwright.sync_api import expect
+
+    from promptevo.evaluation.evaluator import LocalEvaluator
+    from promptevo.optimise.optimizer import Optimizer
+    from promptevo.storage.repository import RunRepository
+    from promptevo.storage.store import Store
+    from promptevo.web import pages
+
+    llm, renderer, scorer = synthetic
+    long_prompt = "a lighthouse on a cliff, " + ", ".join(f"detail number {i} of the storm" for i in range(80))
+    assert len(long_prompt) > 2000
+    db, run_id = _synthetic_run(tmp_path, synthetic, prompts=[long_prompt, *PROMPTS[:5]], rounds=1, heldout_fraction=0.2)
+    rng = np.random.default_rng(0)
+    with Store(db) as store, chromium() as page:
+        repo = RunRepository(store)
+        server = serving(db)
+        url = server.__enter__()
+        try:
+            page.set_viewport_size({"width": 390, "height": 844})
+            for path in ("/", f"/runs/{run_id}", f"/runs/{run_id}/judge"):
+                page.goto(url + path)
+                assert page.evaluate("document.documentElement.scrollWidth") <= 390, path
+            right = page.locator("#right").bounding_box()
+            assert right["x"] >= 0 and right["x"] + right["width"] <= 390
+            shown = page.get_attribute("#pair", "data-left")
+            view = pages.judge_page(repo, run_id, rng)
+            while view["pair"]:  # another judge judges every pair
+                pair = view["pair"]
+                repo.add_judgement(run_id, pair["left"]["trial"], pair["right"]["trial"], "both", "other judge")
+                view = pages.judge_page(repo, run_id, rng)
+            expect(page.locator("#news")).to_contain_text("New images", timeout=15000)
+            assert page.get_attribute("#pair", "data-left") == shown  # the pair on screen stays
+            page.goto(f"{url}/runs/{run_id}/judge")
+            page.wait_for_selector("#done")
+            Optimizer(store, run_id, llm=llm, evaluator=LocalEvaluator(renderer, [scorer])).search_round(2)
+            page.wait_for_selector("#pair", timeout=20000)  # reloaded by itself with the new round's pairs
+            page.goto(f"{url}/runs/{run_id}")
+            assert page.evaluate("document.documentElement.scrollWidth") <= 390
+            heights = page.eval_on_selector_all("#latest figcaption", "cs => cs.map(c => c.getBoundingClientRect().height)")
+            clipped = page.locator("#latest figcaption details.clip").first
+            before = clipped.bounding_box()["height"]
+            assert max(heights) < 400 and before < 200  # the 2,000 characters are not spelled out (it would be thousands of px)
+            clipped.locator("summary").click()
+            assert clipped.bounding_box()["height"] > 5 * before  # the control shows it whole
+            expect(page.locator("#live")).to_have_text("live", timeout=10000)
+            live_colour = page.eval_on_selector("#live", "e => getComputedStyle(e).color")
+        finally:
+            server.__exit__(None, None, None)
+        expect(page.locator("#live")).to_have_text("server unreachable", timeout=10000)
+        assert page.eval_on_selector("#live", "e => getComputedStyle(e).color") != live_colour

@@ -32,6 +32,22 @@ def test_render_then_score_prints_one_score_per_image(tmp_path):
     assert len(scores) == 4
     assert all(isinstance(x["score"], float) for x in scores)
     assert {x["prompt"] for x in scores} == {"a waterfall", "a samurai"}
+    # any reward of the repository, each image scored by each (one model load, one batch)
+    many = invoke("score", "--json", "--reward", "brisque", "--reward", "clip", "--reward", "exposure", *map(str, pngs))
+    assert many.exit_code == 0, many.output
+    rows = json.loads(many.stdout)
+    assert [len(r["scores"]) for r in rows] == [3] * 4 and "score" not in rows[0]
+    names = list(rows[0]["scores"])
+    assert any(n.startswith("brisque") for n in names) and any(n.startswith("clip") for n in names)
+    assert len({r["scores"][names[0]] for r in rows}) > 1  # per image, not one value for all
+    weighted = invoke("score", "--json", "--objective", "brisque=1,exposure=2", *map(str, pngs[:2]))
+    assert weighted.exit_code == 0, weighted.output
+    w = json.loads(weighted.stdout)
+    assert all(isinstance(r["objective"], float) and len(r["scores"]) == 2 for r in w)
+    for bad, message in ((["--reward", "human"], "judgements"), (["--reward", "nope"], "nope"),
+                         (["--reward", "clip", "--objective", "clip=1"], "not both")):
+        refused = invoke("score", *bad, str(pngs[0]))
+        assert refused.exit_code == 2 and message in refused.output, refused.output
 
 
 def test_profiles_json_lists_models():

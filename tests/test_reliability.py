@@ -70,8 +70,11 @@ def recomputed_rewards(store, run_id):
     return {k: sum(v) / len(v) for k, v in gains.items()}
 
 
+PHASES = ("planning", "rewriting", "rendering and scoring", "gradient", "round finished", "selection", "held-out evaluation")
+
+
 def test_sigkill_in_every_phase_then_resume_matches_an_uninterrupted_run(tmp_path, tiny, evaluator, record_property):
-    config = OptimizeConfig(rounds=10, batch_size=2)
+    config = OptimizeConfig(rounds=6, batch_size=2)
     with Store(tmp_path / "straight.db") as straight:
         rid = create_run(straight, tiny, config, PROMPTS)
         expected = Optimizer(straight, rid, llm=ScriptedLLM(script), evaluator=evaluator).run_all()
@@ -82,26 +85,25 @@ def test_sigkill_in_every_phase_then_resume_matches_an_uninterrupted_run(tmp_pat
         run_id = create_run(s, tiny, config, PROMPTS)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     rng = random.Random(7)
-    kills, killed_in, finished = 0, {}, False
-    for attempt in range(60):
+    kills, killed_in, finished = 0, dict.fromkeys(PHASES, 0), False
+    for attempt in range(40):
         proc = subprocess.Popen([sys.executable, "-m", "tests.loop_driver", str(db), run_id], cwd=ROOT, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        # Kill at a random one of the next five stages, a random 0-300 ms into it: every phase of
-        # a round gets hit, and the run still moves on between kills.
-        at, seen = rng.randint(1, 5), 0
+        # Kill at the next stage of a phase hit least so far, a random 0-300 ms into it: every
+        # phase (the five of a round, the selection pass, the held-out evaluation) is hit, each
+        # process start counts, and the run moves on between kills.
         for line in proc.stdout:
             if line.strip() == "done":
                 finished = True
-            if kills >= 14 or not line.startswith("stage "):
+            if kills >= 10 or not line.startswith("stage "):
                 continue
-            seen += 1
-            if seen == at:
-                stage = line[len("stage "):].split("|")[0]
+            stage = line[len("stage "):].split("|")[0]
+            if killed_in[stage] == min(killed_in.values()):
                 time.sleep(rng.uniform(0.0, 0.3))
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGKILL)
                     kills += 1
-                    killed_in[stage] = killed_in.get(stage, 0) + 1
+                    killed_in[stage] += 1
                 break
         proc.stdout.close()
         proc.wait(timeout=300)
@@ -109,7 +111,7 @@ def test_sigkill_in_every_phase_then_resume_matches_an_uninterrupted_run(tmp_pat
             break
     record_property("kills", kills)
     print(f"SIGKILLs survived: {kills}, by phase: {killed_in}")
-    assert kills >= 12 and len(killed_in) >= 5 and finished  # every phase of a round hit, at least once
+    assert kills >= 7 and min(killed_in.values()) >= 1 and finished  # every phase hit at least once
 
     with Store(db) as s:
         assert s.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -294,6 +296,13 @@ BAD_INPUTS = [
     ("corrupted data page", ["optimize", "a fox", "a cat", "--db", "{tmp}/data-page.db"], "corrupted"),
     ("corrupted page count", ["db", "stats", "--db", "{tmp}/page-count.db"], "database"),
     ("unknown run", ["runs", "show", "nope", "--db", "{tmp}/ok.db"], "no run"),
+    # the database is checked before the models load: the missing LLM would be reported otherwise
+    ("database where no file can be made", ["optimize", "a fox", "a cat", "--llm-model", "/nonexistent/model.gguf",
+                                            "--db", "/proc/promptevo/x.db"], "cannot create database"),
+    ("another program's database", ["optimize", "a fox", "a cat", "--llm-model", "/nonexistent/model.gguf",
+                                    "--db", "{tmp}/foreign.sqlite"], "another program's SQLite database"),
+    ("empty objective", ["optimize", "a fox", "a cat", "--objective", ""], "at least one reward"),
+    ("a reward weighed twice", ["optimize", "a fox", "a cat", "--objective", "hps=1,hps=2"], "twice"),
 ]
 
 
@@ -307,6 +316,9 @@ def bad_files(tmp_path_factory):
     _valid_db(tmp / "readonly.db")
     os.chmod(tmp / "readonly.db", 0o444)
     _valid_db(tmp / "ok.db")
+    with sqlite3.connect(tmp / "foreign.sqlite") as conn:
+        conn.execute("CREATE TABLE cache (key TEXT, value BLOB)")
+    conn.close()
     for kind in ("header", "truncated", "schema-page", "data-page", "page-count"):
         _corrupt(kind, tmp / f"{kind}.db")
     return tmp

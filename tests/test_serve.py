@@ -1,6 +1,7 @@
 """The human reward (Bradley-Terry over judgements), judgements in the repository, and the web
 app's safety, through Starlette's test client (the browser tests drive the same pages)."""
 
+import base64
 import json
 import re
 import sqlite3
@@ -20,6 +21,7 @@ from tests.web import PROMPTS, free_port, steering_config
 _register_subcommands()
 runner = CliRunner()
 HOSTILE = [s for s in BASE if "<" in s]  # the strings that would be markup if not escaped
+BIDI_PROMPT = "a \u202eevil\u202c fox at \u2067dusk\u2069"  # shows as "a live fox" if the controls act
 
 
 def test_bradley_terry_recovers_the_order_of_arms_from_noisy_judgements():
@@ -86,8 +88,10 @@ def test_judgements_are_checked_and_make_the_human_score_of_every_trial(tmp_path
                     (naive.id, 10**9, "left")]:
             with pytest.raises(UserError):
                 repo.add_judgement(run_id, *bad, "me")
-        for _ in range(3):
-            repo.add_judgement(run_id, arm.id, naive.id, "left", "me")
+        first = repo.add_judgement(run_id, arm.id, naive.id, "right", "me")
+        for judge in ("me", "you", "them"):  # one per (judge, pair): "me" changes their mind, from another tab
+            repo.add_judgement(run_id, naive.id, arm.id, "right", judge)
+        assert [j["judge"] for j in repo.judgements(run_id)] == ["me", "you", "them"] and first not in {j["id"] for j in repo.judgements(run_id)}
         values = repo.human_values(run_id)
         after = {t.id: t for t in repo.trials(run_id)}
         assert values[str(arm.instruction_id)] > 0.5
@@ -178,8 +182,8 @@ def hostile_run(tmp_path_factory, synthetic):
     from promptevo.web.app import create_app
 
     tmp = tmp_path_factory.mktemp("hostile")
-    db, run_id = _synthetic_run(tmp, synthetic, prompts=HOSTILE + PROMPTS[:3], rounds=1,
-                                initial_instructions=("<script>alert(1)</script> in detail", "<img src=x onerror=alert(1)> in detail"))
+    db, run_id = _synthetic_run(tmp, synthetic, prompts=HOSTILE + [BIDI_PROMPT] + PROMPTS[:3], rounds=1,
+                                initial_instructions=("<script>alert(1)</script> say \u202eevil\u202c in detail", "<img src=x onerror=alert(1)> in detail"))
     with TestClient(create_app(db, judge="<b>judge</b>"), base_url="http://127.0.0.1:8765") as client:
         yield client, run_id, db
 
@@ -282,3 +286,140 @@ def test_the_human_reward_is_in_the_repository_and_needs_no_model():
     assert not prof.extra_rewards and spec["weights"] == {"hps-tiny": 1.0, "human": 2.0}
     assert spec["kinds"]["human"] == "human"
 
+
+
+def test_no_path_read_from_a_crafted_database_leaves_its_artifacts_folder(tmp_path, hostile_run):
+    """A database someone hands you is untrusted: image paths that point elsewhere (absolute,
+    `..`, a symlink out) are missing images in `serve`, `runs report` and rescoring."""
+    import shutil
+
+    from promptevo.storage.store import Store
+    from promptevo.web.app import create_app
+
+    _, run_id, source = hostile_run
+    db = tmp_path / "handed.db"
+    with Store(source, readonly=True) as store:
+        store.conn.execute(f"VACUUM INTO '{db}'")
+        shutil.copytree(store.artifacts, tmp_path / "handed.db-artifacts")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("top secret")
+    inside = tmp_path / "handed.db-artifacts" / "images" / "link.png"
+    inside.symlink_to(secret)
+    conn = sqlite3.connect(db)
+    rows = conn.execute("SELECT id, content_hash FROM images ORDER BY id").fetchall()
+    crafted = {rows[0][1]: str(secret), rows[1][1]: "../secret.txt", rows[2][1]: "images/link.png"}
+    for digest, path in crafted.items():
+        conn.execute("UPDATE images SET path = ? WHERE content_hash = ?", [path, digest])
+    conn.commit()
+    conn.close()
+    with TestClient(create_app(db), base_url="http://127.0.0.1:8765") as client:
+        for digest in crafted:
+            r = client.get(f"/image/{digest}")
+            assert r.status_code == 404 and b"secret" not in r.content
+        assert client.get(f"/image/{rows[3][1]}").status_code == 200  # the untouched ones still show
+    with Store(db, readonly=True) as store:
+        assert store.artifact_file("images/link.png") is None and store.artifact_file(str(secret)) is None
+        with pytest.raises(UserError, match="missing from"):
+            store.image_path({"id": rows[0][0], "path": str(secret)})
+    out = tmp_path / "report.html"
+    result = runner.invoke(app, ["runs", "report", run_id, "--db", str(db), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "top secret" not in out.read_text() and base64.b64encode(b"top secret").decode() not in out.read_text()
+
+
+def test_a_report_of_a_database_copied_without_its_artifacts_says_how_many_images_are_missing(tmp_path, hostile_run):
+    from promptevo.storage.store import Store
+
+    _, run_id, source = hostile_run
+    db = tmp_path / "alone.db"
+    with Store(source, readonly=True) as store:
+        store.conn.execute(f"VACUUM INTO '{db}'")
+    out = tmp_path / "report.html"
+    result = runner.invoke(app, ["runs", "report", run_id, "--db", str(db), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    shown = re.search(r"(\d+) of (\d+) image files are missing", " ".join(result.output.split()))
+    assert shown and shown.group(1) == shown.group(2) and int(shown.group(1)) > 0
+    assert out.read_text().count("image file missing") == int(shown.group(1))
+
+
+def test_runs_list_keeps_run_ids_whole_on_an_80_column_terminal(hostile_run, monkeypatch):
+    """The id `show`, `resume` and `apply` need is never cut, however narrow the terminal."""
+    from promptevo.cli.common import out
+
+    _, run_id, db = hostile_run
+    monkeypatch.setattr(out, "_width", 80)
+    result = runner.invoke(app, ["runs", "list", "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    assert run_id in result.output and max(len(line) for line in result.output.splitlines()) <= 80
+    for command in ("optimize", "runs", "serve"):  # option names in --help are never cut either
+        helped = runner.invoke(app, [*command.split(), "--help"], terminal_width=80)
+        assert "…" not in helped.output
+    assert "--seeds-per-prompt" in runner.invoke(app, ["optimize", "--help"], terminal_width=80).output
+
+
+@pytest.mark.parametrize("bind", ["127.0.0.1", "0.0.0.0", "::", "192.0.2.7"])
+def test_every_bind_keeps_a_host_allow_list(hostile_run, bind):
+    """DNS rebinding: a page on another site that resolves its name to this machine is refused
+    on every bind, wildcard included; loopback, the bound address, the machine's own names and
+    --allow-host names are answered."""
+    from promptevo.web.app import allowed_hosts, create_app, machine_names
+
+    _, _, db = hostile_run
+    hosts = allowed_hosts(bind, ("judging.lan",))
+    assert "*" not in hosts
+    answered = ["127.0.0.1", "localhost", "judging.lan", "LOCALHOST:8765"]
+    answered += machine_names()[:1] if bind in ("0.0.0.0", "::") else [] if bind.startswith("127") else [bind]
+    with TestClient(create_app(db, hosts=hosts), base_url="http://127.0.0.1:8765") as client:
+        for name in answered:
+            assert client.get("/api/runs", headers={"host": name}).status_code == 200, (bind, name)
+        for name in ["rebound.example", "evil.127.0.0.1.nip.io", "judging.lan.evil.example", ""]:
+            assert client.get("/api/runs", headers={"host": name}).status_code == 400, (bind, name)
+    refused = runner.invoke(app, ["serve", "--db", str(db), "--host", "0.0.0.0", "--allow-host", "*"])
+    assert refused.exit_code == 2 and "DNS rebinding" in refused.output
+
+
+def test_a_judgement_waiting_on_the_write_lock_blocks_no_page_and_says_busy(hostile_run):
+    """An optimiser holds SQLite's write lock: the judgement waits in a worker thread (pages
+    are served meanwhile), then answers 503 with a message instead of hanging; it lands once
+    the lock is free."""
+    client, run_id, db = hostile_run
+    page = client.get(f"/runs/{run_id}/judge").text
+    token = re.search(r'name="promptevo-token" content="([0-9a-f]+)"', page).group(1)
+    left, right = (int(re.search(rf'data-{side}="(\d+)"', page).group(1)) for side in ("left", "right"))
+    body, headers = {"left": left, "right": right, "choice": "left"}, {"x-promptevo-token": token}
+    writer = sqlite3.connect(db, timeout=1)
+    writer.execute("BEGIN IMMEDIATE")
+    try:
+        result = {}
+        judging = threading.Thread(target=lambda: result.update(r=client.post(f"/api/runs/{run_id}/judgements", json=body, headers=headers)))
+        judging.start()
+        while client.app.state.server._writer is None:  # the judgement has reached the database
+            threading.Event().wait(0.05)
+        assert client.get(f"/runs/{run_id}").status_code == 200
+        assert judging.is_alive()  # the page was served while the judgement still waited
+        judging.join(timeout=60)
+        assert result["r"].status_code == 503 and "busy" in result["r"].json()["error"]
+    finally:
+        writer.rollback()
+        writer.close()
+    assert client.post(f"/api/runs/{run_id}/judgements", json=body, headers=headers).status_code == 200
+
+
+def test_bidirectional_controls_are_shown_not_obeyed_on_pages_in_the_report_and_the_cli(tmp_path, hostile_run):
+    from promptevo.display import BIDI_CONTROLS
+
+    client, run_id, db = hostile_run
+    texts = {url: client.get(url).text for url in ["/", f"/runs/{run_id}", f"/runs/{run_id}/judge"]}
+    assert "say &lt;U+202E&gt;evil&lt;U+202C&gt; in detail" in texts[f"/runs/{run_id}"]
+    out = tmp_path / "report.html"
+    assert runner.invoke(app, ["runs", "report", run_id, "--db", str(db), "-o", str(out)]).exit_code == 0
+    texts["report"] = out.read_text(encoding="utf-8")
+    assert "&lt;U+202E&gt;evil" in texts["report"]
+    for command in (["runs", "show", run_id], ["runs", "list"]):
+        shown = runner.invoke(app, [*command, "--db", str(db)])
+        assert shown.exit_code == 0, shown.output
+        texts[" ".join(command)] = shown.output
+    assert "<U+202E>evil" in texts[f"runs show {run_id}"]
+    assert not {where for where, text in texts.items() if BIDI_CONTROLS.search(text)}
+    exported = runner.invoke(app, ["runs", "export", run_id, "--db", str(db)]).output
+    assert BIDI_PROMPT in exported  # data for scripts keeps the text exactly

@@ -107,6 +107,24 @@ def test_reading_a_database_without_promptevo_tables_is_a_user_error(tmp_path):
         assert [t for (t,) in conn.execute("SELECT name FROM sqlite_master")] == ["notes"]
 
 
+def test_writing_to_another_programs_database_is_refused_before_anything_is_written(tmp_path):
+    """`optimize --db tool-cache.sqlite` must not take over someone else's file: it is refused
+    byte for byte untouched (no WAL switch, no table added), whatever its table names."""
+    other = tmp_path / "cache.sqlite"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE runs (id TEXT)")  # a name promptevo also uses
+        conn.execute("CREATE TABLE entries (key TEXT, value BLOB)")
+    before = other.read_bytes()
+    with pytest.raises(UserError, match="another program's SQLite database .*runs.*left untouched"):
+        Store(other)
+    assert other.read_bytes() == before and not (tmp_path / "cache.sqlite-wal").exists()
+    empty = tmp_path / "empty.db"  # an empty file (touch) is still a new promptevo database
+    empty.touch()
+    Store(empty).close()
+    with Store(empty) as store:
+        assert "runs" in store.schema()
+
+
 def test_truncated_database_is_a_user_error(tmp_path):
     path = tmp_path / "t.db"
     with Store(path) as s:

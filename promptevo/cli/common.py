@@ -14,15 +14,32 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Column
 from typer.core import TyperGroup
 
 from promptevo.config import Profile, get_profile
+from promptevo.display import visible
 from promptevo.errors import UserError
 
-out = Console(soft_wrap=True)  # data
-err = Console(stderr=True)  # people: progress, messages
-if not err.is_terminal and "COLUMNS" not in os.environ:
-    err.width = 4096  # a log file or pipe: keep table rows and commands whole instead of wrapping at 80
+
+class _Console(Console):
+    """A console that shows bidirectional controls as code points (promptevo.display)."""
+
+    def _render_buffer(self, buffer) -> str:
+        return visible(super()._render_buffer(buffer))
+
+
+out = _Console(soft_wrap=True)  # data
+err = _Console(stderr=True)  # people: progress, messages
+for _console in (out, err):
+    if not _console.is_terminal and "COLUMNS" not in os.environ:
+        _console.width = 4096  # a file or pipe: keep table rows, ids and commands whole instead of cutting at 80
+
+
+def id_column(header: str, width: int = 24) -> Column:
+    """A table column for ids a user copies into the next command: never cut or wrapped,
+    whatever the terminal's width (the other columns give way)."""
+    return Column(header, no_wrap=True, min_width=width, overflow="ignore")
 
 _current_run: dict[str, str] = {}  # the run a command works on, for the interrupt message
 
@@ -54,7 +71,7 @@ class Group(TyperGroup):
 def new_app(help: str) -> typer.Typer:
     return typer.Typer(
         cls=Group, help=help, no_args_is_help=True, pretty_exceptions_show_locals=False,
-        rich_markup_mode="rich", add_completion=False,
+        rich_markup_mode=None, add_completion=False,
     )
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
+from rich.markup import escape
+from rich.table import Column, Table
 
 from promptevo.cli.common import (
     ChannelsLastOpt,
@@ -20,6 +21,7 @@ from promptevo.cli.common import (
     JsonOpt,
     LLMBaseURLOpt,
     LLMModelOpt,
+    ObjectiveOpt,
     ProfileOpt,
     RenderModelOpt,
     TinyVaeOpt,
@@ -35,8 +37,8 @@ from promptevo.promptdb.prompt_io import check_prompts
 
 app = new_app(
     "Evolve the instructions an LLM uses to rewrite text-to-image prompts, scored by HPS v2.\n\n"
-    "Start with [bold]promptevo optimize --profile tiny[/] (offline, toy models) or see "
-    "[bold]promptevo profiles[/]."
+    "Start with `promptevo optimize --profile tiny` (offline, toy models) or see "
+    "`promptevo profiles`."
 )
 
 
@@ -129,16 +131,25 @@ def render(
 def score(
     images: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG, ...).")],
     prompt: Annotated[str | None, typer.Option(help="Prompt to score against; default: each image's JSON sidecar prompt.")] = None,
+    reward: Annotated[list[str] | None, typer.Option(help="A reward of the repository (`promptevo rewards`): hps, clip, aesthetic, brisque, ... Repeatable. Default: the profile's scorer (HPS v2).")] = None,
+    objective: ObjectiveOpt = None,
     profile: ProfileOpt = "tiny",
     device: DeviceOpt = None,
     hps_checkpoint: HPSCheckpointOpt = None,
     as_json: JsonOpt = False,
 ):
-    """Score images with HPS v2 against a prompt (x100 scale, as the HPS leaderboard)."""
+    """Score images against a prompt with any rewards of the repository (default: HPS v2, x100
+    scale as the HPS leaderboard); with --objective, also the weighted objective of each image.
+    --json gives every reward's value per image."""
     from PIL import Image, UnidentifiedImageError
 
-    from promptevo.registry import build_reward
+    from promptevo.config import TINY
+    from promptevo.images import pil_to_tensor
+    from promptevo.registry import build_objective, build_reward, reward_info, reward_name
+    from promptevo.rewards.objective import parse_weights, weighted_objective
 
+    if reward is not None and objective is not None:
+        raise UserError("give --reward or --objective, not both (an objective names its rewards)")
     targets: list[str] = []
     pil: list[Any] = []
     for path in images:
@@ -158,23 +169,45 @@ def score(
             raise UserError(f"{path} is not an image") from None
         targets.append(target)
     prof = build_profile(profile, device=device, hps_checkpoint=hps_checkpoint)
-    with err.status("loading scorer"):
-        scorer = build_reward(prof.scorer)
-    values: list[float | None] = [None] * len(pil)
+    text = objective if objective is not None else ",".join(f"{k}=1" for k in dict.fromkeys(reward or [prof.scorer.kind]))
+    kinds = list(parse_weights(text))
+    judged = [k for k in kinds if reward_info(k).judged]
+    if judged:
+        raise UserError(f"{', '.join(judged)} comes from judgements of a run's images (`promptevo serve`); it cannot score image files")
+    configs, spec = weighted_objective(text, scored={prof.scorer.kind: reward_name(prof.scorer)} if prof.scorer.kind in kinds else {},
+                                       tiny=prof.scorer.version == TINY, device=prof.scorer.device)
+    configs = {prof.scorer.kind: prof.scorer, **configs} if prof.scorer.kind in kinds else configs
+    with err.status("loading " + ", ".join(kinds)):
+        models = {kind: build_reward(configs[kind]) for kind in kinds}
     by_size: dict[tuple[int, int], list[int]] = {}
     for i, im in enumerate(pil):
         by_size.setdefault(im.size, []).append(i)
-    for idx in by_size.values():  # one batch per image size
-        for i, v in zip(idx, scorer.score([pil[i] for i in idx], [targets[i] for i in idx])):
-            values[i] = v
-    rows = [{"image": str(p), "prompt": t, "scorer": scorer.name, "score": v} for p, t, v in zip(images, targets, values)]
+    values: dict[str, list[float]] = {kind: [0.0] * len(pil) for kind in kinds}
+    for idx in by_size.values():  # one batch per image size, each model once per batch
+        batch, batch_targets = pil_to_tensor([pil[i] for i in idx]), [targets[i] for i in idx]
+        for kind, model in models.items():
+            scored = model.score(batch, batch_targets, texts=batch_targets) if model.uses_text else model.score(batch, batch_targets)
+            for i, v in zip(idx, scored):
+                values[kind][i] = float(v)
+    names = {kind: models[kind].name for kind in kinds}
+    scorer = build_objective(spec) if objective is not None else None
+    rows = []
+    for i, (path, target) in enumerate(zip(images, targets)):
+        row: dict[str, Any] = {"image": str(path), "prompt": target, "scores": {names[k]: values[k][i] for k in kinds}}
+        if len(kinds) == 1:  # the one-reward shape scripts already read
+            row.update(scorer=names[kinds[0]], score=values[kinds[0]][i])
+        if scorer is not None:
+            row["objective"] = scorer.score(row["scores"])
+        rows.append(row)
     if as_json:
         print_json(rows)
-    else:
-        table = Table("image", "score", "prompt")
-        for r in rows:
-            table.add_row(r["image"], f"{r['score']:.3f}", r["prompt"])
-        out.print(table)
+        return
+    columns = [*kinds, *(["objective"] if scorer is not None else [])]
+    table = Table("image", *columns, Column("prompt", overflow="fold"))
+    for r in rows:
+        cells = [f"{r['scores'][names[k]]:.3f}" for k in kinds] + ([f"{r['objective']:+.3f}"] if scorer is not None else [])
+        table.add_row(escape(r["image"]), *cells, escape(r["prompt"]))
+    out.print(table)
 
 
 @app.command()

@@ -234,7 +234,7 @@ def _with_objective(prof: Profile, objective: str | None, guard) -> tuple[Profil
     from promptevo.registry import reward_name
     from promptevo.rewards.objective import weighted_objective
 
-    configs, spec = weighted_objective(objective or f"{prof.scorer.kind}=1", guard or (),
+    configs, spec = weighted_objective(f"{prof.scorer.kind}=1" if objective is None else objective, guard or (),
                                        scored={prof.scorer.kind: reward_name(prof.scorer)},
                                        tiny=prof.scorer.version == TINY, device=prof.scorer.device)
     return dataclasses.replace(prof, extra_rewards=tuple(configs.values())), spec
@@ -284,7 +284,7 @@ def optimize(
     compile_: CompileOpt = False,
     tiny_vae: TinyVaeOpt = None,
     variant: Annotated[list[str] | None, typer.Option(help="A candidate render variant, e.g. steps=2 or model=PATH,steps=4,guidance=5,scheduler=EulerDiscreteScheduler,size=512x512,retouch=PLAN.json,name=fast. Repeatable: instruction and variant are then optimised together and prompts routed by group.")] = None,
-    variants_file: Annotated[Path | None, typer.Option("--variants", help="A TOML file of \\[\\[variant]] tables (the same settings as --variant).")] = None,
+    variants_file: Annotated[Path | None, typer.Option("--variants", help="A TOML file of [[variant]] tables (the same settings as --variant).")] = None,
     variant_search: Annotated[str, typer.Option(help="How pairs are searched: factored (a selector for instructions, another for variants) or joint (one selector over every pair).")] = "factored",
     route_groups: Annotated[int, typer.Option(min=1, help="Prompt groups (clusters of sentence embeddings) of the routing table.")] = 3,
     cost_weight: Annotated[float, typer.Option(help="Objective units lost per second a variant takes per image (measured as the run goes).")] = 0.0,
@@ -332,7 +332,7 @@ def optimize(
 
         objective = ",".join(f"{k}=1" for k in (prof.scorer.kind, "clip", "aesthetic", "fidelity")
                              if reward_info(k).installed())
-    if objective or guard:
+    if objective is not None or guard:
         prof, spec = _with_objective(prof, objective, guard or [])
         config = dataclasses.replace(config, objective=spec)
     config = dataclasses.replace(config, goal=goal, agent_every=agent_every,
@@ -342,8 +342,8 @@ def optimize(
     config.validate()
     if db.exists():  # a damaged or read-only database fails here, before minutes of model loading
         Store(db).close()
-    elif not db.parent.is_dir() and db.parent.exists():
-        raise UserError(f"cannot create database {db}: {db.parent} is not a folder")
+    else:
+        Store.check_can_create(db)
     if config.reference_db:
         from promptevo.promptdb.references import check_reference_db
 

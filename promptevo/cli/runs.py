@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from promptevo.cli.common import (
     DbOpt,
@@ -20,6 +20,7 @@ from promptevo.cli.common import (
     RayAddressOpt,
     WorkersOpt,
     err,
+    id_column,
     new_app,
     out,
     print_json,
@@ -45,7 +46,8 @@ def runs_list(db: DbOpt = Path("promptevo.db"), as_json: JsonOpt = False):
     if as_json:
         print_json(rows)
         return
-    table = Table("run", "created", "status", "profile", "rounds done", "stage", "best instruction")
+    table = Table(id_column("run", max((len(r["id"]) for r in rows), default=3)), "created", "status", "profile",
+                  "rounds done", "stage", Column("best instruction", overflow="fold"))
     for r in rows:
         table.add_row(r["id"], r["created_at"][:19], r["status"], r["profile"], f"{r['rounds_done']}/{r['rounds']}",
                       r["stage"] or "-", escape((r["best"] or "-")[:70]))
@@ -71,12 +73,12 @@ def runs_show(
     with Store(db, readonly=True) as store:
         repo = RunRepository(store)
         chosen = None
-        if objective or guard:
+        if objective is not None or guard:
             stored = _stored_profile(store, run_id)
             names = {c.kind: reward_name(c) for c in stored.rewards}
             if repo.human_values(run_id) is not None:
                 names[HUMAN] = HUMAN
-            weights, guards = parse_weights(objective or f"{stored.scorer.kind}=1"), parse_guards(guard or [])
+            weights, guards = parse_weights(f"{stored.scorer.kind}=1" if objective is None else objective), parse_guards(guard or [])
             missing = [k for k in list(weights) + list(guards) if k not in names]
             if HUMAN in missing:
                 raise UserError(f"run {run_id} has no judgements yet: judge its images in `promptevo serve --db {db}`")
@@ -176,9 +178,12 @@ def runs_report(run_id: str, db: DbOpt = Path("promptevo.db"), output: Annotated
     from promptevo.reports.html import write_report
 
     with Store(db, readonly=True) as store:
-        path = write_report(store, run_id, output or Path(f"{run_id}.html"))
-    err.print(f"wrote {path}")
-    typer.echo(str(path))
+        report = write_report(store, run_id, output or Path(f"{run_id}.html"))
+    if report.missing:
+        err.print(f"[yellow]warning:[/] {report.missing} of {report.images} image files are missing from {store.artifacts} "
+                  "(shown as placeholders); copy the database together with its -artifacts folder")
+    err.print(f"wrote {report.path}")
+    typer.echo(str(report.path))
 
 
 def apply(

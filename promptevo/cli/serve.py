@@ -40,6 +40,8 @@ def serve(
                                            "another address lets anyone who reaches it see your runs and judge.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one).")] = 8765,
     judge: Annotated[str | None, typer.Option(help="Name stored with your judgements (default: your login name).")] = None,
+    allow_host: Annotated[list[str] | None, typer.Option(help="Another Host name the page may be reached by (a DNS name of this machine, "
+                                                             "a proxy's name). Repeatable. Every other name is refused, on any --host.")] = None,
 ):
     """A local web page over a run database: every run, a running run's arms, answer, objective
     and latest images refreshed as rounds finish, and pairwise judging (two images of one prompt
@@ -53,9 +55,13 @@ def serve(
     Store(db, readonly=True).close()  # a missing or foreign file is one line, before the server starts
     port = _check_port(host, port)
     who = judge or getpass.getuser() or "local"
-    app = create_app(db, judge=who, hosts=allowed_hosts(host))
+    if any(h.strip() in ("", "*") for h in allow_host or []):
+        raise UserError("--allow-host takes a host name or address; '*' would let any site's page reach this server (DNS rebinding)")
+    hosts = allowed_hosts(host, tuple(h.strip() for h in allow_host or []))
+    app = create_app(db, judge=who, hosts=hosts)
     if not _is_loopback(host):
-        err.print(f"[yellow]warning:[/] listening on {host}: anyone who can reach it can see these runs and judge images")
+        err.print(f"[yellow]warning:[/] listening on {host}: anyone who can reach it can see these runs and judge images. "
+                  f"Only these Host names are answered: {', '.join(hosts)} (add one with --allow-host)", soft_wrap=True)
     shown = f"[{host}]" if ":" in host else host
     err.print(f"promptevo serve: http://{shown}:{port}/ ({db}); Ctrl-C stops it", soft_wrap=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")

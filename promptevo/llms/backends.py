@@ -166,6 +166,38 @@ def _silence_gguf_progress_bar() -> None:
         gguf_utils.tqdm = functools.partial(bar, disable=True)
 
 
+# A GGUF file up to this size is dequantised once into the cache (float32, bit-identical weights):
+# SmolLM2's 90 MB file takes 20-30 s to convert on 2 cores and about 1 s to load back. Larger files
+# are converted on each load rather than filling the disk with a float32 copy of a big model.
+GGUF_CACHE_MAX_BYTES = 400_000_000
+
+
+def _dequantised_gguf(source: str, gguf: str) -> Path | None:
+    """The cached float32 conversion of a small local GGUF file (made on first use), or None."""
+    from promptevo.hashing import sha256_hex
+    from promptevo.model_cache import build_once
+
+    path = Path(source) / gguf
+    if not path.is_file() or path.stat().st_size > GGUF_CACHE_MAX_BYTES:
+        return None
+    digest = sha256_hex(path.read_bytes(), 16)
+
+    def convert(folder: Path) -> None:
+        from safetensors.torch import save_model
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf)
+        model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf)
+        folder.mkdir(parents=True)
+        tokenizer.save_pretrained(folder)
+        del model.config.quantization_config  # the copy is plain float32, no longer GGUF
+        model.config.save_pretrained(folder)
+        model.generation_config.save_pretrained(folder)
+        save_model(model, str(folder / "model.safetensors"))  # tied weights stored once
+
+    return build_once(f"gguf-{digest}", convert)
+
+
 class LocalLLM:
     def __init__(self, config: LLMConfig, *, chunk: int = 8):
         import torch
@@ -175,11 +207,12 @@ class LocalLLM:
 
         quiet_libraries()
         source, gguf = resolve_local_model(config)
-        kwargs = {"gguf_file": gguf} if gguf else {}
         _silence_gguf_progress_bar()
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-            self.model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+            cached = _dequantised_gguf(source, gguf) if gguf else None
+            load_from, kwargs = (str(cached), {}) if cached else (source, {"gguf_file": gguf} if gguf else {})
+            self.tokenizer = AutoTokenizer.from_pretrained(load_from, **kwargs)
+            self.model = AutoModelForCausalLM.from_pretrained(load_from, **kwargs)
         except (OSError, ValueError) as exc:
             raise ModelNotFound(
                 f"cannot load LLM {source!r}: {str(exc).splitlines()[0]}. Pass --llm-model PATH "

@@ -6,9 +6,11 @@ from __future__ import annotations
 import base64
 import html
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from promptevo.display import visible
 from promptevo.optimise.summary import decision_rows, round_rewards, summarize
 from promptevo.reports.plots import line_plot, scatter_plot
 from promptevo.rewards.objective import run_objective
@@ -19,22 +21,39 @@ _CSS = """
 body{font-family:system-ui,sans-serif;margin:2rem;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;padding:4px 8px;font-size:14px;vertical-align:top}
 .grid{display:flex;flex-wrap:wrap;gap:12px}.cell{width:260px;font-size:12px}.cell img{width:256px;image-rendering:pixelated}
-.lineage ul{margin:0 0 0 1.2rem}.retired{color:#888}
+.lineage ul{margin:0 0 0 1.2rem}.missing{width:256px;height:96px;background:#eee;color:#666;display:flex;align-items:center;justify-content:center}.retired{color:#888}
 pre.critique{white-space:pre-wrap;background:#f6f6f6;padding:8px;font-size:13px}
 """
 
 
 def _e(x: Any) -> str:
-    return html.escape(str(x))
+    return html.escape(visible(str(x)))
 
 
-def _img(store: Store, rel: str) -> str:
-    data = (store.artifacts / rel).read_bytes()
-    return f'<img alt="image" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+MISSING_IMAGE = '<div class="missing">image file missing</div>'
 
 
-def write_report(store: Store, run_id: str, path: Path) -> Path:
+def _img(store: Store, rel: str, missing: list[str]) -> str:
+    """The image inlined, or a placeholder (counted in `missing`) when its file is absent or its
+    stored path leads outside the artifacts folder."""
+    path = store.artifact_file(rel)
+    if path is None:
+        missing.append(rel)
+        return MISSING_IMAGE
+    return f'<img alt="image" src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">'
+
+
+@dataclass(frozen=True)
+class Report:
+    path: Path
+    images: int
+    missing: int
+
+
+def write_report(store: Store, run_id: str, path: Path) -> Report:
+    """The report written to `path`, with how many images it shows and how many files were missing."""
     repo = RunRepository(store)
+    missing: list[str] = []
     objective = run_objective(repo, run_id)
     summary = summarize(repo, run_id, objective)
     items = {i["id"]: i for i in summary["instructions"]}
@@ -88,7 +107,7 @@ def write_report(store: Store, run_id: str, path: Path) -> Path:
         cells = []
         for label, shown in (("naive prompt", naive), ("best rewrite", best)):
             if shown:
-                cells.append(f'<div class="cell">{_img(store, shown.image_path)}<br><b>{label}</b> · score {objective.score(shown.scores):.3f}'
+                cells.append(f'<div class="cell">{_img(store, shown.image_path, missing)}<br><b>{label}</b> · score {objective.score(shown.scores):.3f}'
                              f' · seed {shown.seed}<br>{_e(shown.rendered)}</div>')
         grids.append(f"<h3>{_e(texts[t.prompt_id])}</h3><div class=\"grid\">{''.join(cells)}</div>")
 
@@ -109,7 +128,7 @@ evaluated in, and the best so far.</p>{line_plot(series, "search round", "gain o
 <h2>Images</h2>{''.join(grids)}
 </body></html>"""
     path.write_text(page, encoding="utf-8")
-    return path
+    return Report(path, images=sum(g.count('class="cell"') for g in grids), missing=len(missing))
 
 
 def _num(v: Any, fmt: str = "+.3f") -> str:

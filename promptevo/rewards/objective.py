@@ -113,6 +113,8 @@ def parse_weights(text: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         kind, sep, value = part.partition("=")
+        if kind.strip() in out:
+            raise UserError(f"--objective names {kind.strip()!r} twice; give each reward one weight")
         try:
             out[kind.strip()] = float(value) if sep else 1.0
         except ValueError:
@@ -129,6 +131,8 @@ def parse_guards(items) -> dict[str, float]:
     out = {}
     for item in items:
         kind, _, tol = item.partition(":")
+        if kind.strip() in out:
+            raise UserError(f"--guard names {kind.strip()!r} twice; give each reward one tolerance")
         try:
             out[kind.strip()] = float(tol) if tol else reward_info(kind.strip()).scale
         except ValueError:

@@ -41,6 +41,13 @@ class JudgementsMixin:
             cur = conn.execute(
                 "INSERT INTO judgements (run_id, left_trial_id, right_trial_id, choice, judge, created_at) VALUES (?, ?, ?, ?, ?, ?)",
                 [run_id, left_trial_id, right_trial_id, choice, safe_text(judge), now()])
+            # One judgement per (judge, pair of images): the new one replaces any earlier one (from
+            # another tab or a script), so a pair never counts twice in the Bradley-Terry fit.
+            conn.execute(
+                """DELETE FROM judgements WHERE run_id = ? AND judge = ? AND id != ? AND id IN (
+                       SELECT j.id FROM judgements j JOIN trials l ON l.id = j.left_trial_id JOIN trials r ON r.id = j.right_trial_id
+                       WHERE j.run_id = ? AND min(l.image_id, r.image_id) = ? AND max(l.image_id, r.image_id) = ?)""",
+                [run_id, safe_text(judge), cur.lastrowid, run_id, min(a["image_id"], b["image_id"]), max(a["image_id"], b["image_id"])])
             return int(cur.lastrowid)
 
     def judgements(self, run_id: str) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import os
 import sqlite3
+import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -43,13 +44,24 @@ def prompt_id(text: str) -> str:
     return sha256_hex(text, 16)
 
 
+def _refuse_a_foreign_database(conn: sqlite3.Connection, path: Path) -> None:
+    """Another program's SQLite file (tables, but no promptevo migrations) is left untouched."""
+    names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+    if names and "_migrations" not in names:
+        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        raise UserError(f"{path} is another program's SQLite database (tables: {shown}), not promptevo's; "
+                        "it was left untouched: pass another --db path")
+
+
 class Store:
-    def __init__(self, path: str | os.PathLike, *, readonly: bool = False, create: bool = True):
+    def __init__(self, path: str | os.PathLike, *, readonly: bool = False, create: bool = True, busy_timeout: float = 30.0):
         """`create=False`: the database must exist (a command that only reads or continues work
-        must not leave an empty database behind when its path is mistyped)."""
+        must not leave an empty database behind when its path is mistyped). `busy_timeout`: how
+        long a write waits for another process's write lock (a web server waits less and retries)."""
         self.path = Path(path)
         self.readonly = readonly
         self.create = create
+        self.busy_timeout = busy_timeout
         self.artifacts = self.path.with_name(self.path.name + "-artifacts")
         self._lock = threading.RLock()
         self._depth = 0  # nesting level of atomic()
@@ -81,13 +93,14 @@ class Store:
         uri = f"file:{path}?mode=ro" if self.readonly else f"file:{path}"
         conn = None
         try:
-            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30)
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=self.busy_timeout)
             # Check before anything writes: switching to WAL rewrites the header of a damaged file.
             check = conn.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 raise UserError(f"database {path} is corrupted ({check[:200]}); restore it from a copy")
             conn.execute("PRAGMA foreign_keys = ON")
             if not self.readonly:
+                _refuse_a_foreign_database(conn, path)  # before WAL or a table touches it
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")
                 apply_migrations(sqlite_utils.Database(conn))
@@ -121,6 +134,23 @@ class Store:
 
     def close(self) -> None:
         self.conn.close()
+
+    @staticmethod
+    def check_can_create(path: str | os.PathLike) -> None:
+        """A new database can be made at `path`: its nearest existing folder takes a file (tried
+        with a probe file, since permission bits say little to root or on /proc). Commands call
+        this before minutes of model loading."""
+        path = Path(path).expanduser()
+        folder = path.parent if str(path.parent) else Path(".")
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            raise UserError(f"cannot create database {path}: {folder} is not a folder")
+        try:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as exc:
+            raise UserError(f"cannot create database {path}: {folder} is not writable ({exc.strerror or exc})") from None
 
     @staticmethod
     def make_folder(path: str | os.PathLike) -> None:
@@ -294,8 +324,26 @@ class Store:
     def images_count(self) -> int:
         return int(self.scalar("SELECT COUNT(*) FROM images"))
 
+    def artifact_file(self, stored: str | None) -> Path | None:
+        """The file a stored relative path names, only if it lies inside this database's artifacts
+        folder and exists: a path read from a database someone handed you is untrusted, so an
+        absolute path, `..` or a symlink that leads elsewhere counts as missing."""
+        if not stored:
+            return None
+        root = self.artifacts.resolve()
+        try:
+            path = (root / stored).resolve()
+        except (OSError, RuntimeError, ValueError):
+            return None
+        return path if path.is_relative_to(root) and path.is_file() else None
+
     def image_path(self, image: dict[str, Any]) -> Path:
-        return self.artifacts / image["path"]
+        """An image row's file; missing (or outside the artifacts folder) is one clear error."""
+        path = self.artifact_file(image["path"])
+        if path is None:
+            raise UserError(f"image {image['id']}'s file {image['path']!r} is missing from {self.artifacts}; "
+                            "copy the database together with its -artifacts folder")
+        return path
 
     def find_score(self, image_id: int, scorer: str, version: str, target: str) -> dict[str, Any] | None:
         return self.one(

@@ -17,12 +17,16 @@ import json
 import math
 import re
 import secrets
+import socket
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
@@ -30,6 +34,7 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Respon
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from promptevo.display import visible_value
 from promptevo.errors import UserError
 from promptevo.storage.repository import RunRepository
 from promptevo.storage.store import Store
@@ -45,6 +50,7 @@ SECURITY_HEADERS = {
     "referrer-policy": "no-referrer",
 }
 LOOPBACK = ("127.0.0.1", "localhost")
+WRITE_WAIT_S, WRITE_TRIES = 1.5, 3  # a judgement waits at most about 5 s for an optimiser's write lock
 
 
 class Server:
@@ -57,14 +63,27 @@ class Server:
         self._writer: RunRepository | None = None
         self.secret = secrets.token_bytes(32)
         self.templates = Environment(loader=PackageLoader("promptevo", "web/templates"),
-                                     autoescape=select_autoescape(default=True, default_for_string=True))
+                                     autoescape=select_autoescape(default=True, default_for_string=True),
+                                     finalize=visible_value)
         self.rng = np.random.default_rng()
 
     @property
     def writer(self) -> RunRepository:
         if self._writer is None:
-            self._writer = RunRepository(Store(self.db, create=False))
+            self._writer = RunRepository(Store(self.db, create=False, busy_timeout=WRITE_WAIT_S))
         return self._writer
+
+    def add_judgement(self, run_id: str, left: int, right: int, choice: str) -> int | None:
+        """Store a judgement (called off the event loop): a few short waits for an optimiser's
+        write lock, then None (busy) rather than a request that hangs for the full 30 s."""
+        for attempt in range(WRITE_TRIES):
+            try:
+                return self.writer.add_judgement(run_id, left, right, choice, self.judge)
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+        return None
 
     def close(self) -> None:
         self.reader.store.close()
@@ -137,13 +156,13 @@ def create_app(db: Path, *, judge: str = "local", hosts: tuple[str, ...] = LOOPB
         if run_id is None:
             return not_found("run")
         return server.page(request, "judge.html", run_id=run_id, view=pages.judge_page(server.reader, run_id, server.rng),
-                           judge=server.judge)
+                           judge=server.judge, version=pages.fingerprint(server.reader, run_id))
 
     def image(request: Request):
         digest = request.path_params["digest"]
         stored = server.reader.image_file(digest) if HASH.fullmatch(digest) else None
-        path = server.reader.store.artifacts / stored if stored else None
-        if path is None or not path.is_file():
+        path = server.reader.store.artifact_file(stored)
+        if path is None:
             return Response("no such image", 404, headers=SECURITY_HEADERS)
         return FileResponse(path, media_type="image/png",
                             headers={**SECURITY_HEADERS, "cache-control": "max-age=31536000, immutable"})
@@ -167,7 +186,7 @@ def create_app(db: Path, *, judge: str = "local", hosts: tuple[str, ...] = LOOPB
     async def add_judgement(request: Request):
         if not server.authorised(request):
             return JSON({"error": "missing or wrong session token; reload the page"}, 403)
-        run_id = _run_id(server, request)
+        run_id = await run_in_threadpool(_run_id, server, request)
         if run_id is None:
             return JSON({"error": "no such run"}, 404)
         try:
@@ -175,10 +194,12 @@ def create_app(db: Path, *, judge: str = "local", hosts: tuple[str, ...] = LOOPB
             left, right, choice = int(body["left"]), int(body["right"]), str(body["choice"])
         except (ValueError, KeyError, TypeError):
             return JSON({"error": "send JSON {left: trial id, right: trial id, choice}"}, 400)
-        try:
-            judgement = server.writer.add_judgement(run_id, left, right, choice, server.judge)
+        try:  # blocking database work runs in a worker thread: pages keep loading meanwhile
+            judgement = await run_in_threadpool(server.add_judgement, run_id, left, right, choice)
         except UserError as exc:
             return JSON({"error": str(exc)}, 400)
+        if judgement is None:
+            return JSON({"error": "the database is busy (an optimiser is writing a round); your judgement was not saved: try again"}, 503)
         return JSON({"id": judgement})
 
     static = Path(__file__).with_name("static")
@@ -199,6 +220,23 @@ def create_app(db: Path, *, judge: str = "local", hosts: tuple[str, ...] = LOOPB
     return app
 
 
-def allowed_hosts(host: str) -> tuple[str, ...]:
-    """The Host names to answer: loopback names, and the bound address when it is another."""
-    return tuple(dict.fromkeys([*LOOPBACK, host])) if host not in ("0.0.0.0", "::") else ("*",)
+WILDCARD_BINDS = ("0.0.0.0", "::", "")
+
+
+def machine_names() -> list[str]:
+    """This machine's host names and the addresses they resolve to (what a browser on the local
+    network types to reach a server bound to every interface)."""
+    names = [socket.gethostname(), socket.getfqdn()]
+    for name in list(names):
+        with contextlib.suppress(OSError):
+            _, aliases, addresses = socket.gethostbyname_ex(name)
+            names += [*aliases, *addresses]
+    return [n for n in names if n]
+
+
+def allowed_hosts(host: str, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The Host names to answer, on every bind (DNS rebinding): loopback names, the bound
+    address, the machine's own names and addresses when bound to every interface, and what the
+    user allows with --allow-host. Never "*"."""
+    bound = machine_names() if host in WILDCARD_BINDS else [host]
+    return tuple(dict.fromkeys(h.lower() for h in [*LOOPBACK, *bound, *extra] if h and h != "*"))

@@ -10,14 +10,23 @@ function watch() {
   const run = document.body.dataset.run;
   const url = "/api/version" + (run ? "?run=" + encodeURIComponent(run) : "");
   const live = document.getElementById("live");
+  // A pair being judged is never swapped under the user: new images are announced and come in
+  // with the next pair (each judgement loads the next page).
+  const judgingPair = document.getElementById("pair") !== null;
+  const news = document.getElementById("news");
   setInterval(async () => {
     try {
       const r = await fetch(url, {cache: "no-store"});
+      if (!r.ok) throw new Error("status " + r.status);
       const now = (await r.json()).version;
       live.textContent = "live";
-      if (now !== version) location.reload();
+      live.className = "live ok";
+      if (now === version) return;
+      if (!judgingPair) location.reload();
+      else if (news) news.textContent = "New images have arrived since this page loaded; they come into the next pairs.";
     } catch (e) {
       live.textContent = "server unreachable";
+      live.className = "live down";
     }
   }, 1500);
 }
