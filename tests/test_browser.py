@@ -178,3 +178,24 @@ def test_a_phone_a_long_prompt_new_rounds_and_a_lost_server(tmp_path, synthetic)
             server.__exit__(None, None, None)
         expect(page.locator("#live")).to_have_text("server unreachable", timeout=10000)
         assert page.eval_on_selector("#live", "e => getComputedStyle(e).color") != live_colour
+
+
+def test_the_run_page_keeps_judgements_out_of_the_held_out_evidence_and_shows_bidi_controls(tmp_path, synthetic):  # noqa: F811
+    from promptevo.evaluation.evaluator import LocalEvaluator
+    from promptevo.optimise.optimizer import Optimizer
+    from promptevo.storage.repository import RunRepository
+    from promptevo.storage.store import Store
+    from tests.test_serve import judge_for
+
+    llm, renderer, scorer = synthetic
+    db, run_id = _synthetic_run(tmp_path, synthetic, rounds=2, initial_instructions=("say \u202eevil\u202c in detail", "add light and lens words"))
+    with Store(db) as store:
+        judge_for(RunRepository(store), run_id, "1", 10)
+        Optimizer(store, run_id, llm=llm, evaluator=LocalEvaluator(renderer, [scorer])).run_all()
+    with serving(db) as url, chromium() as page:
+        page.goto(f"{url}/runs/{run_id}")
+        held = page.inner_text("main")
+        assert "Objective measured on each held-out image: synthetic-v1 x1." in held and "human" not in page.inner_text("#heldout")
+        assert "not held-out evidence" in held
+        arms = page.inner_text("#arms")
+        assert "say <U+202E>evil<U+202C> in detail" in arms and "\u202e" not in page.content()

@@ -1,6 +1,8 @@
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -157,3 +159,33 @@ def test_db_user_errors_exit_2_without_traceback(tmp_path, args, message):
     r = runner.invoke(app, args)
     assert r.exit_code == 2, r.output
     assert message in r.output and "Traceback" not in r.output
+
+
+def test_an_answer_the_held_out_test_finds_worse_is_called_worse_and_the_plain_prompt_offered():
+    from promptevo.cli.optimize import verdict_line
+    from promptevo.optimise.summary import heldout_verdict
+
+    def row(arm, mean, low, high):
+        return {"arm": arm, "instruction_id": None, "diff_vs_naive": {"mean": mean, "ci_low": low, "ci_high": high, "n": 8}}
+
+    worse = heldout_verdict([row("best", -6.78, -7.18, -6.38), row("initial", -1.0, -2.0, 0.5), {"arm": "naive", "diff_vs_naive": None}])
+    assert worse["verdict"] == "worse" and worse["use"] == "naive"
+    assert "WORSE than your plain prompts" in verdict_line(worse) and "-6.780" in verdict_line(worse)
+    suffix = heldout_verdict([row("best", -0.5, -0.9, -0.1), row("suffix", 0.3, 0.1, 0.5)])
+    assert suffix["use"] == "suffix" and "suffix baseline" in verdict_line(suffix)
+    assert heldout_verdict([row("best", 0.1, -0.2, 0.4)])["verdict"] == "unclear"
+    assert heldout_verdict([row("best", 0.4, 0.2, 0.6)])["verdict"] == "better"
+    assert heldout_verdict([]) is None
+
+
+def test_library_warnings_go_to_the_log_file_not_the_terminal(tmp_path):
+    """What brisque, optuna or open_clip print through Python's warnings or logging lands in the
+    log file; the terminal keeps promptevo's own lines."""
+    code = ("import logging, warnings; from promptevo.cli.common import route_warnings_to_log, log_path; route_warnings_to_log(); "
+            "warnings.warn('ExperimentalWarning: multivariate is experimental'); "
+            "logging.getLogger('root').error('Failed to download weights'); print(log_path())")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PROMPTEVO_CACHE": str(tmp_path)})
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+    log = Path(p.stdout.strip()).read_text()
+    assert "multivariate is experimental" in log and "Failed to download weights" in log

@@ -89,7 +89,7 @@ def test_reward_model_contract(reward_and_images):
 
 # -- LLM backends ---------------------------------------------------------------------------------
 
-LLMS = ["scripted", "simulated", "openai", "local"]
+LLMS = ["scripted", "simulated", "openai", "local", "llamacpp"]
 
 
 @pytest.fixture(params=LLMS)
@@ -108,6 +108,15 @@ def any_llm(request, monkeypatch, synthetic_parts):
         return
     if request.param == "simulated":
         yield synthetic_parts[0]
+        return
+    if request.param == "llamacpp":
+        import importlib.util
+
+        if importlib.util.find_spec("xllamacpp") is None:
+            pytest.skip("xllamacpp is not installed")
+        backend = build_llm(LLMConfig(backend="llamacpp", model="smollm2", max_new_tokens=32))
+        yield backend
+        backend.close()
         return
     yield build_llm(LLMConfig(backend="scripted", model="tests.scripted:script"))
 

@@ -327,3 +327,20 @@ def test_llm_text_with_console_markup_prints_as_written(tmp_path, tiny):
     r = runner.invoke(app, ["runs", "show", run_id, "--db", str(db)], env={"COLUMNS": "300"})
     assert r.exit_code == 0, r.output
     assert "[bold red]Keep[/]" in r.output and "[link=http://x]" in r.output  # shown, not interpreted
+
+
+def test_sigterm_stops_the_process_within_its_grace_even_when_a_library_swallows_the_stop(tmp_path):
+    """A library that catches the stop (or a long load) cannot keep a SIGTERMed run alive: after
+    the grace period the process ends with 143 and says so."""
+    code = ("import time; from promptevo import interrupts; interrupts.install(); print('ready', flush=True)\n"
+            "while True:\n"
+            "    try:\n"
+            "        time.sleep(0.05)\n"
+            "    except KeyboardInterrupt:\n"
+            "        pass  # a library swallowing it\n")
+    p = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT), "PROMPTEVO_TERM_GRACE_S": "1"},
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    p.send_signal(signal.SIGTERM)
+    _, stderr = p.communicate(timeout=60)
+    assert p.returncode == 143 and "stopped (SIGTERM, after a 1 s grace)" in stderr

@@ -78,3 +78,18 @@ def test_parsers_never_raise_and_cap_output(raw):
         assert len(item.improvement) <= 400
     ins = parse_instruction(raw)
     assert ins is None or len(ins) <= MAX_INSTRUCTION_CHARS
+
+
+def test_an_instruction_is_stored_without_the_models_commentary_and_never_cut_mid_sentence():
+    from promptevo.llms.parsing import clip_at_sentence, parse_instruction
+
+    reply = ("Here is the new instruction:\n\nRewrite the prompt with concrete lighting, lens and texture words. Keep the subject.\n\n"
+             "This instruction improves the images because it adds photographic detail that the reward model prefers.")
+    assert parse_instruction(reply) == "Rewrite the prompt with concrete lighting, lens and texture words. Keep the subject."
+    two = "Describe the subject first.\n\nThen add the setting and the light, in that order, briefly."
+    assert parse_instruction(two) == two  # a second paragraph that is instruction stays
+    long = " ".join(["Add vivid colour words to every prompt."] * 40)
+    cut = parse_instruction(long, limit=200)
+    assert len(cut) <= 200 and cut.endswith("prompt.")  # at a sentence end
+    assert clip_at_sentence("word " * 100, 50).endswith("…") and len(clip_at_sentence("word " * 100, 50)) <= 50
+    assert clip_at_sentence("short.", 50) == "short."

@@ -291,3 +291,28 @@ def test_collection_build_is_deterministic(tmp_path, embedder):
     rows = [json.loads(line) for line in (tmp_path / "a" / "diffusiondb.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(rows) == a["sources"][0]["prompts"] and 0 < len(rows) <= 300
     assert not any(build._BLOCK.search(r["prompt"]) for r in rows)
+
+
+ANIMAL_PROMPTS = [
+    "a corgi wearing a red bowtie", "two cats playing chess", "a herd of zebras at sunset", "three puppies in a basket",
+    "a panda eating bamboo", "an octopus reading a newspaper", "a flock of geese over a lake", "foxes in the snow",
+    "a kangaroo with a backpack", "a raccoon stealing pizza", "penguins on an iceberg", "a giraffe in a library",
+    "butterflies around a lantern", "a squirrel holding an acorn", "wolves howling at the moon", "a hedgehog in a teacup",
+    "a sloth hanging from a branch", "an elephant painting", "two rabbits having tea", "a golden retriever on a beach",
+    "goldfish in a glass bowl", "a turtle crossing the road", "a lion cub sleeping", "mice in a cheese shop",
+    "a horse galloping through a field", "a snail on a leaf", "a shark in a swimming pool", "a cow on the moon",
+    "ducklings following their mother", "an owl with spectacles",
+]
+NOT_ANIMAL_PROMPTS = ["a red bicycle against a wall", "a bowl of ramen", "a lighthouse at night", "a city street in the rain",
+                      "an old library", "a portrait of a woman", "a castle on a hill", "a cup of coffee on a table"]
+
+
+def test_auto_tags_find_animals_in_plural_and_in_common_kinds():
+    from promptevo.promptdb.collection import auto_tags
+
+    found = [p for p in ANIMAL_PROMPTS if "category:animal" in auto_tags(p)]
+    recall = len(found) / len(ANIMAL_PROMPTS)
+    print(f"animal recall on {len(ANIMAL_PROMPTS)} Parti-style prompts: {recall:.2f}")
+    assert recall >= 0.95, sorted(set(ANIMAL_PROMPTS) - set(found))
+    assert not [p for p in NOT_ANIMAL_PROMPTS if "category:animal" in auto_tags(p)]
+    assert "category:landscape" in auto_tags("snowy mountains and waterfalls") and "style:photo" in auto_tags("two photos")

@@ -423,3 +423,41 @@ def test_bidirectional_controls_are_shown_not_obeyed_on_pages_in_the_report_and_
     assert not {where for where, text in texts.items() if BIDI_CONTROLS.search(text)}
     exported = runner.invoke(app, ["runs", "export", run_id, "--db", str(db)]).output
     assert BIDI_PROMPT in exported  # data for scripts keeps the text exactly
+
+
+def test_held_out_evidence_holds_only_what_was_measured_on_held_out_images(tmp_path, synthetic):
+    """--objective synthetic=1,human=3 with judgements made only on search images: the held-out
+    table is the objective's measured part alone (it equals `runs show --objective synthetic=1`
+    recomputed from the stored scores), the judgement-based values are in their own labelled
+    table, and nothing judged counts as held-out evidence."""
+    from promptevo.evaluation.evaluator import LocalEvaluator
+    from promptevo.optimise.optimizer import Optimizer
+    from promptevo.optimise.summary import summarize
+    from promptevo.storage.repository import RunRepository
+    from promptevo.storage.store import Store
+
+    llm, renderer, scorer = synthetic
+    db, run_id = _synthetic_run(tmp_path, synthetic, rounds=2)
+    with Store(db) as store:
+        repo = RunRepository(store)
+        judge_for(repo, run_id, "1", 10)
+        Optimizer(store, run_id, llm=llm, evaluator=LocalEvaluator(renderer, [scorer])).run_all()
+        summary = summarize(repo, run_id)
+        judged_images = {i for j in repo.judgements(run_id) for i in (j["left_image_id"], j["right_image_id"])}
+        held_images = {t.image_id for t in repo.trials(run_id, phase="evaluation")}
+    assert not judged_images & held_images  # the premise: nobody judged a held-out image
+    assert set(summary["objective"]["weights"]) == {"synthetic-v1", "human"}
+    assert summary["heldout_objective"]["weights"] == {"synthetic-v1": 1.0}
+    assert "human" not in summary["heldout_by_reward"]
+    best = next(r for r in summary["heldout"] if r["arm"] == "best")["diff_vs_naive"]
+    assert best["ci_high"] - best["ci_low"] > 0  # a measured quantity, not a constant from clicks
+    judged = summary["judged"]
+    assert judged["judgements"] == 10 and set(judged["images_judged_by_phase"]) == {"search"} and judged["judges"] == ["test"]
+    assert {a["arm"] for a in judged["arms"]} >= {"1", "naive"}
+    alone = runner.invoke(app, ["runs", "show", run_id, "--db", str(db), "--objective", "synthetic=1", "--json"])
+    assert alone.exit_code == 0, alone.output
+    assert json.loads(alone.stdout)["heldout"] == summary["heldout"]
+    shown = runner.invoke(app, ["runs", "show", run_id, "--db", str(db)])
+    text = " ".join(shown.output.split())
+    assert "mean objective" in text and "mean HPS" not in text and "not held-out evidence" in text
+    assert "10 judgements by test; 10 on search images" in text

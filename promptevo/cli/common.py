@@ -48,12 +48,43 @@ def working_on(run_id: str, db: os.PathLike | str) -> None:
     _current_run.update(run=run_id, db=str(db))
 
 
+def log_path() -> Path:
+    """Where library warnings and log records go instead of the terminal."""
+    from promptevo.model_cache import cache_dir
+
+    return cache_dir() / "logs" / "promptevo.log"
+
+
+def route_warnings_to_log() -> None:
+    """Library warnings (Python's warnings and logging: brisque, optuna, open_clip, Ray's driver
+    side) go to the log file, not between promptevo's own lines; promptevo says what matters
+    itself. Once per process."""
+    import logging
+    import logging.handlers
+
+    root = logging.getLogger()
+    if any(getattr(h, "_promptevo", False) for h in root.handlers):
+        return
+    path = log_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler: logging.Handler = logging.handlers.RotatingFileHandler(path, maxBytes=2_000_000, backupCount=2, encoding="utf-8")
+    except OSError:
+        handler = logging.NullHandler()  # an unwritable cache: warnings are dropped rather than shown
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler._promptevo = True  # type: ignore[attr-defined]
+    root.addHandler(handler)  # with a handler on the root, logging's last resort (stderr) is not used
+    logging.captureWarnings(True)
+
+
 class Group(TyperGroup):
     """Turns UserError anywhere below into a one-line message and exit code 2, and Ctrl-C or
-    SIGTERM into one line that says how to continue."""
+    SIGTERM into one line that says how to continue. Library warnings go to the log file."""
 
     def invoke(self, ctx):
         from promptevo.interrupts import Terminated
+
+        route_warnings_to_log()
 
         try:
             return super().invoke(ctx)

@@ -223,6 +223,7 @@ def rewrite(
     as_json: JsonOpt = False,
 ):
     """Rewrite prompts with the LLM under an instruction."""
+    from promptevo.llms.backends import close_llm
     from promptevo.llms.templates import DEFAULT_INSTRUCTION
     from promptevo.optimise.generator import rewrite as do_rewrite
     from promptevo.registry import build_llm
@@ -238,6 +239,7 @@ def rewrite(
         with err.status(f"rewriting {len(prompts)} prompts"):
             results = do_rewrite(llm, instruction or DEFAULT_INSTRUCTION, prompts, seed=seed, store=store)
     finally:
+        close_llm(llm)
         if store:
             store.close()
     rows = [

@@ -123,6 +123,10 @@ def _run_loop(store: Store, run_id: str, profile: Profile, as_json: bool, models
         except UserError as exc:  # the LLM server failed or refused: say how to continue
             opt.repo.event(run_id, "stopped", {"reason": type(exc).__name__, "message": str(exc)})
             raise UserError(f"{exc}\nrun {run_id} stopped; continue with `promptevo runs resume {run_id} --db {store.path}`") from None
+        finally:
+            from promptevo.llms.backends import close_llm
+
+            close_llm(components.llm)
     _print_summary(summary, as_json)
 
 
@@ -149,7 +153,8 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
     out.print(f"[bold]run[/] {summary['run_id']} ({summary['status']})")
     if best:
         chosen = (f"gain {_fmt(best['selection_gain'])} on the selection pass, " if best.get("selection_gain") is not None else "")
-        out.print(f"[bold]best instruction[/] #{best['id']} ({chosen}mean gain {_fmt(best['mean_reward'])} over {best['pulls']} search rounds):")
+        retired = f"; retired in round {best['retired_round']}, no longer searched" if best.get("retired_round") else ""
+        out.print(f"[bold]best instruction[/] #{best['id']} ({chosen}mean gain {_fmt(best['mean_reward'])} over {best['pulls']} search rounds{retired}):")
         out.print(f"  {escape(best['text'])}")
     if summary.get("budget"):
         b = summary["budget"]
@@ -163,8 +168,14 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
             out.print(escape(f"  {s['op']} {s['value']:+g}" + (f": {s['reason']}" if s.get("reason") else "")))
     if summary.get("variants"):
         _print_variants(summary["variants"])
+    if summary.get("judged"):
+        _print_judged(summary["judged"])
     if summary["heldout"]:
-        table = Table("arm", "instruction", "mean HPS", "95% CI", "gain vs naive", "95% CI of gain", title="held-out prompts, fresh seeds")
+        from promptevo.rewards.objective import describe
+
+        measured = describe(summary.get("heldout_objective") or summary["objective"])
+        table = Table("arm", "instruction", "mean objective", "95% CI", "gain vs naive", "95% CI of gain",
+                      title=f"held-out prompts, fresh seeds; objective measured on each image: {escape(measured)}")
         for row in summary["heldout"]:
             d = row["diff_vs_naive"]
             table.add_row(
@@ -173,6 +184,31 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
                 _fmt(d["mean"]) if d else "-", f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" if d else "-",
             )
         out.print(table)
+    verdict = summary.get("heldout_verdict")
+    if verdict:
+        out.print(verdict_line(verdict))
+
+
+def verdict_line(v: dict[str, Any]) -> str:
+    """What the held-out test says of the answer, plainly (`optimize`, `runs show`, `apply`)."""
+    ci = f"gain {_fmt(v['gain'])} [{v['ci_low']:+.3f}, {v['ci_high']:+.3f}]"
+    if v["verdict"] == "worse":
+        instead = "use your prompts as they are (the naive prompt)" if v["use"] == "naive" else f"the {v['use']} baseline beat them: use it"
+        return f"[bold yellow]warning:[/] on held-out prompts the answer is WORSE than your plain prompts ({ci}); {instead}"
+    if v["verdict"] == "unclear":
+        return f"on held-out prompts the answer is not clearly better than your plain prompts ({ci}: the interval includes 0)"
+    return f"on held-out prompts the answer beats your plain prompts ({ci})"
+
+
+def _print_judged(j: dict[str, Any]) -> None:
+    """The judgement-based reward, apart from the held-out evidence."""
+    phases = ", ".join(f"{n} on {phase} images" for phase, n in j["images_judged_by_phase"].items()) or "none yet"
+    table = Table("arm", f"{j['reward']} value", "judgements",
+                  title=f"{j['reward']} reward from judgements (an arm's value, not held-out evidence): "
+                        f"{j['judgements']} judgements by {escape(', '.join(j['judges']) or '-')}; {phases}")
+    for a in j["arms"]:
+        table.add_row(escape(str(a["arm"])), f"{a['value']:+.3f}", str(a["judgements"]))
+    out.print(table)
 
 
 def _print_variants(v: dict[str, Any]) -> None:

@@ -115,8 +115,13 @@ def retouch(
     with progress_bar("retouching") as update:
         update(0, len(loaded))
         if results is None:
-            results = retouch_images([im for _, _, im, _ in loaded], llm, scorer, settings,
-                                     on_done=lambda k, *_: update(k + 1, len(loaded)))
+            from promptevo.llms.backends import close_llm
+
+            try:
+                results = retouch_images([im for _, _, im, _ in loaded], llm, scorer, settings,
+                                         on_done=lambda k, *_: update(k + 1, len(loaded)))
+            finally:
+                close_llm(llm)
         for (i, path, image, note), (after, outcome) in zip(loaded, results):
             name = f"retouched-{i:04d}"
             save_png(after, out_dir / f"{name}.png")

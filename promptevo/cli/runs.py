@@ -25,9 +25,10 @@ from promptevo.cli.common import (
     out,
     print_json,
 )
-from promptevo.cli.optimize import _fmt, _load_models, _print_summary, _run_loop
+from promptevo.cli.optimize import _fmt, _load_models, _print_summary, _run_loop, verdict_line
 from promptevo.config import Profile, profile_from_dict
 from promptevo.errors import UserError
+from promptevo.llms.backends import close_llm
 from promptevo.promptdb.prompt_io import check_prompts
 from promptevo.storage.store import Store
 
@@ -212,6 +213,9 @@ def apply(
     if provisional:
         err.print(f"[yellow]run {run_id} is not finished:[/] instruction #{best['id']} is provisional (its best so far); "
                   f"`promptevo runs resume {run_id} --db {db}` finishes it", soft_wrap=True)
+    verdict = summary.get("heldout_verdict")
+    if verdict and verdict["verdict"] != "better":
+        err.print(verdict_line(verdict), soft_wrap=True)
     with Store(db, readonly=True) as store:
         repo = RunRepository(store)
         routes = repo.routes(run_id)
@@ -230,11 +234,18 @@ def apply(
     with err.status("loading LLM"):
         llm = build_llm(prof.llm)
     rows: list[dict[str, Any] | None] = [None] * len(prompts)
-    for iid in dict.fromkeys(i for i, _ in chosen):  # one batch per instruction
+    try:
+        rewrites = {iid: rewrite(llm, texts[iid], [prompts[k] for k, (i, _) in enumerate(chosen) if i == iid], seed=seed)
+                    for iid in dict.fromkeys(i for i, _ in chosen)}  # one batch per instruction
+    finally:
+        close_llm(llm)
+    for iid, done in rewrites.items():
         idx = [k for k, (i, _) in enumerate(chosen) if i == iid]
-        for k, r in zip(idx, rewrite(llm, texts[iid], [prompts[k] for k in idx], seed=seed)):
+        for k, r in zip(idx, done):
             route = chosen[k][1]
-            row: dict[str, Any] = {"prompt": r.prompt, "rewrite": r.text, "instruction_id": iid, "provisional": provisional}
+            row: dict[str, Any] = {"prompt": r.prompt, "rewrite": r.text, "instruction_id": iid, "provisional": provisional,
+                                   "heldout_verdict": verdict["verdict"] if verdict else None,
+                                   "recommended": r.text if not verdict or verdict["use"] != "naive" else r.prompt}
             rows[k] = row
             if route is not None:
                 v = variants[route["variant_id"]]

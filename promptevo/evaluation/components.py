@@ -21,5 +21,8 @@ class Components:
 def build_components(profile: Profile, *, llm: bool = True, max_models: int = 2) -> Components:
     """The models of a profile, each loaded once. The evaluator first: its weights are the ones
     most often missing, and it fails before the LLM spends time loading."""
+    from promptevo import interrupts
+
     evaluator = LocalEvaluator.from_spec(EvaluatorSpec(render=profile.render, rewards=profile.rewards, max_models=max_models))
+    interrupts.check()  # a stop asked for (and swallowed) while the evaluator loaded: not the LLM too
     return Components(llm=registry.build_llm(profile.llm) if llm else None, evaluator=evaluator)

@@ -39,7 +39,8 @@ class LLMFatalError(UserError):
 
 
 class OpenAIChatLLM:
-    def __init__(self, config: LLMConfig, *, sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, config: LLMConfig, *, sleep: Callable[[float], None] = time.sleep, extra_body: dict | None = None):
+        """`extra_body`: server-specific request fields (llama.cpp's `cache_prompt`)."""
         import openai
 
         key = os.environ.get("OPENAI_API_KEY")
@@ -56,6 +57,7 @@ class OpenAIChatLLM:
             api_key=key or "not-needed", base_url=config.base_url, timeout=config.timeout_s, max_retries=0
         )
         self._pool = ThreadPoolExecutor(max_workers=max(1, config.max_concurrency))
+        self._extra = {"extra_body": extra_body} if extra_body else {}
 
     def _one(self, messages: list[Message], temperature: float, seed: int | None) -> Completion:
         import openai
@@ -70,6 +72,7 @@ class OpenAIChatLLM:
                     temperature=temperature,
                     max_tokens=self.config.max_new_tokens,
                     **({"seed": seed} if seed is not None else {}),
+                    **self._extra,
                 )
                 choices = getattr(resp, "choices", None) or []
                 if not choices or choices[0].message is None:
@@ -126,6 +129,15 @@ def _retry_after(exc) -> float | None:
 
 def _short(text: str, n: int = 200) -> str:
     return text if len(text) <= n else text[:n] + "..."
+
+
+def close_llm(llm: object) -> None:
+    """Stop what a backend owns (the llama.cpp server process); a backend with nothing to stop
+    has no `close`. Commands call this when they finish, so in-process callers (tests, notebooks)
+    do not collect servers; the server also dies with the process."""
+    close = getattr(llm, "close", None)
+    if callable(close):
+        close()
 
 
 # -- local transformers -------------------------------------------------------------------------

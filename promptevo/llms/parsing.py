@@ -98,14 +98,41 @@ def parse_gradient(raw: object, limit: int = 5) -> list[Improvement]:
     return unique[:limit]
 
 
+# A paragraph after the instruction that talks about it rather than being it.
+_COMMENTARY = re.compile(
+    r"^\W*(this|these|note|notes|explanation|why|reasoning|rationale|i |i'|in this|by |here|the (new|above|improved|updated|revised) "
+    r"instruction|this (new |improved |updated )?instruction)\b", re.IGNORECASE)
+
+
+def clip_at_sentence(text: str, limit: int) -> str:
+    """`text` whole if it fits; else cut at the last sentence end within `limit`, or failing one,
+    at a word with an ellipsis, so a cut is never silent mid-sentence."""
+    if len(text) <= limit:
+        return text
+    head = text[:limit]
+    ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)", head)]
+    if ends and ends[-1] >= limit // 3:
+        return head[: ends[-1]].strip()
+    cut = head[: head.rfind(" ")] if " " in head else head[: limit - 1]
+    return cut.rstrip(" ,;:") + "…"
+
+
 def parse_instruction(raw: object, limit: int = MAX_INSTRUCTION_CHARS) -> str | None:
-    """The text between <instruction> tags, or failing that the whole reply less preambles.
-    None when nothing usable remains (too short to be an instruction)."""
+    """The text between <instruction> tags, or failing that the reply less preambles and less
+    the commentary paragraphs a model adds after it ("This instruction ..."). Cut, when too
+    long, at a sentence end. None when nothing usable remains (too short to be an instruction)."""
     text = clean_text(raw, 20_000)
     match = re.search(r"<instruction>(.*?)(</instruction>|$)", text, re.IGNORECASE | re.DOTALL)
     body = match.group(1) if match else _PREAMBLE.sub("", text)
     body = re.sub(r"</?instruction>", " ", body, flags=re.IGNORECASE)
-    body = clean_text(body.strip().strip("\"'`"), limit)
+    if not match:
+        kept: list[str] = []
+        for paragraph in (p for p in re.split(r"\n\s*\n", body.strip()) if p.strip()):
+            if kept and _COMMENTARY.match(paragraph):
+                break  # the rest talks about the instruction
+            kept.append(paragraph)
+        body = "\n\n".join(kept) or body
+    body = clip_at_sentence(clean_text(body.strip().strip("\"'`"), 20_000), limit)
     if len(body.split()) < 4:
         return None
     return body

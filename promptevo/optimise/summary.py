@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from promptevo.optimise import bandit
-from promptevo.rewards.objective import Objective, run_objective
+from promptevo.rewards.objective import Objective, RewardObjective, measured_part, run_objective
 from promptevo.rewards.objective import round_rewards as objective_round_rewards
 from promptevo.stats import mean_ci, paired_ci
 from promptevo.storage.lease import status_of
@@ -42,8 +42,13 @@ def arm_stats(repo: RunRepository, run_id: str, ids: Sequence[int], include_roun
 
 def heldout_table(repo: RunRepository, run_id: str, objective: Objective | None = None) -> list[dict[str, Any]]:
     """Per evaluation arm: mean objective score with 95% CI, and the paired difference to the
-    naive prompt on the same (prompt, seed) pairs."""
-    objective = objective or run_objective(repo, run_id)
+    naive prompt on the same (prompt, seed) pairs. Only what was measured on the held-out images
+    counts: judgement-based rewards (nobody judged a held-out image) are left out here and
+    reported apart (`judged_summary`)."""
+    measured = measured_part(objective or run_objective(repo, run_id))
+    if measured is None:
+        return []
+    objective = measured
     trials = sorted(repo.trials(run_id, phase="evaluation"), key=lambda t: (t.prompt_id, t.seed))
     by_arm: dict[str, dict[tuple[str, int], float]] = {}
     instr: dict[str, int | None] = {}
@@ -65,17 +70,58 @@ def heldout_table(repo: RunRepository, run_id: str, objective: Objective | None 
 
 def heldout_by_reward(repo: RunRepository, run_id: str) -> dict[str, list[dict[str, Any]]]:
     """The held-out table once per reward the run stored (each reward's own scale)."""
-    from promptevo.rewards.objective import RewardObjective
-
     trials = repo.trials(run_id, phase="evaluation")
-    names = list(dict.fromkeys(name for t in trials for name in t.scores))
+    names = [n for n in dict.fromkeys(name for t in trials for name in t.scores) if measured_part(RewardObjective(n))]
     return {name: heldout_table(repo, run_id, RewardObjective(name)) for name in names}
+
+
+def judged_summary(repo: RunRepository, run_id: str) -> dict[str, Any] | None:
+    """The judgement-based reward apart from the measured evidence: each arm's fitted value,
+    how many judgements it took part in, by whom, and on which phase's images (never held-out
+    evidence: a value belongs to an arm, not to an image). None when the run has none."""
+    from promptevo import human
+
+    values = repo.human_values(run_id)
+    if values is None:
+        return None
+    rows = repo.judgements(run_id)
+    trials = {t.id: t.phase for t in repo.trials(run_id)}
+    counts: dict[str, int] = {}
+    for j in rows:
+        for side in ("left", "right"):
+            key = human.arm_key(j[f"{side}_arm"], j[f"{side}_instruction_id"])
+            counts[key] = counts.get(key, 0) + 1
+    phases: dict[str, int] = {}
+    for j in rows:
+        phase = trials.get(j["left_trial_id"], "?")
+        phases[phase] = phases.get(phase, 0) + 1
+    arms = sorted(set(values) | set(counts), key=lambda k: (k != human.NAIVE, -values.get(k, 0.0)))
+    return {"reward": human.HUMAN, "judgements": len(rows), "judges": sorted({j["judge"] for j in rows}),
+            "images_judged_by_phase": phases,
+            "arms": [{"arm": k, "value": values.get(k, 0.0), "judgements": counts.get(k, 0)} for k in arms]}
+
+
+def heldout_verdict(heldout: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """What the held-out test says of the answer against the user's plain prompts: "better"
+    (the 95% CI of the paired gain is above zero), "worse" (below), or "unclear"; with "worse",
+    the answer to use instead (the plain prompt, or a baseline that beat it)."""
+    best = next((r for r in heldout if r["arm"] == "best" and r["diff_vs_naive"]), None)
+    if best is None:
+        return None
+    d = best["diff_vs_naive"]
+    verdict = "better" if d["ci_low"] > 0 else "worse" if d["ci_high"] < 0 else "unclear"
+    out = {"verdict": verdict, "gain": d["mean"], "ci_low": d["ci_low"], "ci_high": d["ci_high"], "use": "best"}
+    if verdict == "worse":
+        better = [r for r in heldout if r["arm"] not in ("best", "naive", "initial") and r["diff_vs_naive"]
+                  and r["diff_vs_naive"]["ci_low"] > 0]
+        out["use"] = max(better, key=lambda r: r["diff_vs_naive"]["mean"])["arm"] if better else "naive"
+    return out
 
 
 def reward_gains(repo: RunRepository, run_id: str) -> dict[int, dict[str, float]]:
     """Per instruction: its mean paired gain on each reward over the search rounds (the
     trade-off between rewards, e.g. HPS gained against CLIP lost)."""
-    from promptevo.rewards.objective import RewardObjective, mean, paired_gains
+    from promptevo.rewards.objective import mean, paired_gains
 
     trials = repo.trials(run_id, phase="search", finished=True)
     names = list(dict.fromkeys(name for t in trials for name in t.scores))
@@ -119,9 +165,11 @@ def variant_summary(repo: RunRepository, run_id: str, objective: Objective | Non
                 for a, st in zip(arms, pair_stats(gains, vids, arms, rows))]
     routes = [{k: v for k, v in r.items() if k != "centroid"} | {"variant": names[r["variant_id"]]} for r in repo.routes(run_id)]
     evaluation = repo.trials(run_id, phase="evaluation")
+    measured = measured_part(objective)  # held-out: only what was measured on the images
     by_arm: dict[str, dict[tuple[str, int], float]] = {}
-    for t in evaluation:
-        by_arm.setdefault(t.arm, {})[(t.prompt_id, t.seed)] = objective.score(t.scores)
+    if measured is not None:
+        for t in evaluation:
+            by_arm.setdefault(t.arm, {})[(t.prompt_id, t.seed)] = measured.score(t.scores)
     routed, best = by_arm.get("routed", {}), by_arm.get("best", {})
     keys = sorted(k for k in routed if k in best)
     chosen = [e for e in repo.events(run_id, "selected") if e["data"].get("variant_id")]
@@ -162,6 +210,8 @@ def summarize(repo: RunRepository, run_id: str, objective: Objective | None = No
     best_id = answer_id(repo, run_id, stats)
     best = next((i for i in items if i["id"] == best_id), None)
     rounds = [{"round": r["round"], "status": r["status"], "phase": r["phase"]} for r in repo.rounds(run_id)]
+    measured = measured_part(objective)
+    heldout = heldout_table(repo, run_id, objective)
     return {
         "run_id": run_id,
         "status": status_of(run),
@@ -171,8 +221,11 @@ def summarize(repo: RunRepository, run_id: str, objective: Objective | None = No
         "rounds": rounds,
         "best_instruction": best,
         "instructions": items,
-        "heldout": heldout_table(repo, run_id, objective),
+        "heldout": heldout,
+        "heldout_objective": None if measured is None else measured.spec(),
+        "heldout_verdict": heldout_verdict(heldout),
         "heldout_by_reward": heldout_by_reward(repo, run_id),
+        "judged": judged_summary(repo, run_id),
         "reward_gains": {str(k): v for k, v in reward_gains(repo, run_id).items()},
         "budget": repo.budget(run_id),
         "retouch": next((e["data"] for e in reversed(repo.events(run_id, "retouch_plan"))), None),

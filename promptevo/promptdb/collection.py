@@ -75,7 +75,18 @@ CATEGORY_WORDS = {
     "landscape": ["landscape", "mountain", "mountains", "waterfall", "forest", "ocean", "sea", "desert", "valley",
                   "river", "lake", "beach", "sunset", "canyon", "island"],
     "portrait": ["portrait", "face", "headshot", "selfie"],
-    "animal": ["cat", "dog", "tiger", "lion", "bird", "horse", "fox", "wolf", "owl", "animal", "bear", "elephant"],
+    "animal": ["animal", "pet", "wildlife", "creature", "cat", "kitten", "kitty", "dog", "puppy", "corgi", "poodle", "terrier",
+               "retriever", "husky", "dachshund", "tiger", "lion", "leopard", "cheetah", "jaguar", "panther", "lynx", "bird",
+               "horse", "pony", "donkey", "zebra", "fox", "wolf", "wolves", "owl", "bear", "panda", "koala", "elephant",
+               "giraffe", "rhino", "rhinoceros", "hippo", "hippopotamus", "monkey", "ape", "gorilla", "chimpanzee",
+               "orangutan", "sloth", "kangaroo", "raccoon", "squirrel", "rabbit", "bunny", "hare", "hedgehog", "mouse",
+               "mice", "rat", "hamster", "otter", "beaver", "bat", "deer", "moose", "elk", "camel", "llama", "alpaca",
+               "cow", "bull", "ox", "oxen", "pig", "sheep", "lamb", "goat", "chicken", "hen", "rooster", "chick", "duck",
+               "duckling", "goose", "geese", "swan", "turkey", "eagle", "hawk", "falcon", "parrot", "penguin", "flamingo",
+               "peacock", "pigeon", "crow", "raven", "hummingbird", "fish", "goldfish", "shark", "whale", "dolphin",
+               "octopus", "squid", "jellyfish", "crab", "lobster", "shrimp", "seal", "walrus", "turtle", "tortoise",
+               "frog", "toad", "snake", "lizard", "gecko", "iguana", "chameleon", "crocodile", "alligator", "dinosaur",
+               "butterfly", "butterflies", "bee", "ant", "spider", "beetle", "ladybug", "dragonfly", "snail", "worm"],
     "architecture": ["castle", "palace", "building", "city", "cathedral", "house", "temple", "skyscraper", "tower",
                      "interior", "street"],
     "vehicle": ["car", "ship", "submarine", "train", "spaceship", "airplane", "motorcycle", "boat", "robot"],
@@ -86,8 +97,18 @@ CATEGORY_WORDS = {
 
 
 def _word_rules(groups: dict[str, list[str]], prefix: str) -> list[tuple[str, re.Pattern]]:
+    """One pattern per tag; a single word also matches its regular plural (cats, foxes, puppies);
+    irregular plurals are listed as words."""
+
+    def form(word: str) -> str:
+        if " " in word or "-" in word or not word.isalpha():
+            return re.escape(word)
+        if word.endswith("y") and word[-2:-1] not in "aeiou":
+            return re.escape(word[:-1]) + "(?:y|ies)"
+        return re.escape(word) + "(?:s|es)?"
+
     return [
-        (f"{prefix}:{tag}", re.compile(r"\b(" + "|".join(map(re.escape, words)) + r")\b", re.IGNORECASE))
+        (f"{prefix}:{tag}", re.compile(r"\b(" + "|".join(map(form, words)) + r")\b", re.IGNORECASE))
         for tag, words in groups.items()
     ]
 

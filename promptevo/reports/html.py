@@ -13,7 +13,7 @@ from typing import Any
 from promptevo.display import visible
 from promptevo.optimise.summary import decision_rows, round_rewards, summarize
 from promptevo.reports.plots import line_plot, scatter_plot
-from promptevo.rewards.objective import run_objective
+from promptevo.rewards.objective import describe, run_objective
 from promptevo.storage.repository import RunRepository
 from promptevo.storage.store import Store
 
@@ -118,9 +118,12 @@ def write_report(store: Store, run_id: str, path: Path) -> Report:
 <style>{_CSS}</style></head><body>
 <h1>promptevo run {_e(run_id)}</h1>
 <p>Status: {_e(summary['status'])} · profile {_e(summary['profile'])} · config {_e(summary['config_hash'])}</p>
-<h2>Best instruction</h2><p>{_e(best['text']) if best else '-'}</p>
+<p>Objective: {_e(describe(summary['objective']))}</p>
+<h2>Best instruction</h2><p>{_e(best['text']) if best else '-'}</p>{_retired(best)}
 <h2>Held-out comparison (fresh seeds)</h2>
-<table><tr><th>arm</th><th>instruction</th><th>mean score</th><th>95% CI</th><th>gain vs naive</th><th>95% CI of gain</th></tr>{heldout_rows}</table>
+<p>Measured on each held-out image: {_e(describe(summary.get('heldout_objective') or summary['objective']))}.{_verdict(summary)}</p>
+<table><tr><th>arm</th><th>instruction</th><th>mean objective</th><th>95% CI</th><th>gain vs naive</th><th>95% CI of gain</th></tr>{heldout_rows}</table>
+{_judged(summary)}
 <h2>Score curves</h2><p>Each instruction's mean gain over the naive prompt in the search rounds it was
 evaluated in, and the best so far.</p>{line_plot(series, "search round", "gain over naive (objective)")}
 <h2>Instruction lineage</h2><div class="lineage">{lineage(None)}</div>
@@ -129,6 +132,35 @@ evaluated in, and the best so far.</p>{line_plot(series, "search round", "gain o
 </body></html>"""
     path.write_text(page, encoding="utf-8")
     return Report(path, images=sum(g.count('class="cell"') for g in grids), missing=len(missing))
+
+
+def _retired(best: dict | None) -> str:
+    if not best or not best.get("retired_round"):
+        return ""
+    return f'<p class="retired">Retired in round {best["retired_round"]}: no longer searched, still the best measured.</p>'
+
+
+def _verdict(summary: dict) -> str:
+    v = summary.get("heldout_verdict")
+    if not v:
+        return ""
+    ci = f"{v['gain']:+.3f} [{v['ci_low']:+.3f}, {v['ci_high']:+.3f}]"
+    if v["verdict"] == "worse":
+        instead = "use the plain prompts as they are" if v["use"] == "naive" else f"the {_e(v['use'])} baseline beat them"
+        return f" <b>The answer is worse than the plain prompts here ({ci}): {instead}.</b>"
+    return f" The answer {'beats' if v['verdict'] == 'better' else 'is not clearly better than'} the plain prompts here ({ci})."
+
+
+def _judged(summary: dict) -> str:
+    """The judgement-based reward in its own table: an arm's fitted value, never held-out evidence."""
+    j = summary.get("judged")
+    if not j:
+        return ""
+    phases = ", ".join(f"{n} on {_e(p)} images" for p, n in j["images_judged_by_phase"].items()) or "none yet"
+    rows = "".join(f"<tr><td>{_e(a['arm'])}</td><td>{a['value']:+.3f}</td><td>{a['judgements']}</td></tr>" for a in j["arms"])
+    return (f"<h2>Judgements ({_e(j['reward'])} reward)</h2><p>{j['judgements']} judgements by {_e(', '.join(j['judges']) or '-')}; "
+            f"{phases}. Each arm's value is fitted from judgements of its images; it is not held-out evidence.</p>"
+            f"<table><tr><th>arm</th><th>value</th><th>judgements</th></tr>{rows}</table>")
 
 
 def _num(v: Any, fmt: str = "+.3f") -> str:
@@ -256,6 +288,6 @@ def _rewards(summary: dict) -> str:
         for iid, g in sorted(gains.items(), key=lambda kv: int(kv[0])))
     points = [(g[names[0]], g[names[1]], f"#{iid}") for iid, g in gains.items() if names[0] in g and names[1] in g]
     return (f"<h2>Rewards</h2><p>Held-out gain over the naive prompt on each reward (95% CI), objective: "
-            f"{_e(json.dumps(summary['objective']))}</p><table><tr><th>arm</th>{head}</tr>{''.join(rows)}</table>"
+            f"{_e(describe(summary['objective']))}</p><table><tr><th>arm</th>{head}</tr>{''.join(rows)}</table>"
             f"<h3>Trade-off per instruction (mean gain over search rounds)</h3><table><tr><th>instruction</th>{head}</tr>"
             f"{trade}</table>{scatter_plot(points, names[0] + ' gain', names[1] + ' gain')}")

@@ -108,6 +108,47 @@ class WeightedObjective(Objective):
                 "guards": dict(self.guards), "penalty": self.penalty, "kinds": dict(self.kinds)}
 
 
+def _judged(name: str, kinds: Mapping[str, str]) -> bool:
+    """Whether a stored reward name is judgement-based (the same value on every image of an arm,
+    fitted from people's judgements, so it says nothing about an image nobody judged)."""
+    try:
+        return reward_info(kinds.get(name, name)).judged
+    except UserError:  # a stored name that is not a kind (hps-v2.1, ...): measured on the image
+        return False
+
+
+def measured_part(objective: Objective) -> Objective | None:
+    """The objective restricted to the rewards measured on each image: judgement-based rewards
+    (and their guards) dropped, the others' weights kept. None when nothing measured is left.
+    Held-out images are never judged, so held-out evidence is only ever this part."""
+    if isinstance(objective, RewardObjective):
+        return None if _judged(objective.reward, {}) else objective
+    if isinstance(objective, WeightedObjective):
+        drop = {n for n in [*objective.weights, *objective.guards] if _judged(n, objective.kinds)}
+        if not drop:
+            return objective
+        weights = {n: w for n, w in objective.weights.items() if n not in drop}
+        if not any(weights.values()):
+            return None
+        keep = set(weights) | (set(objective.guards) - drop)
+        return WeightedObjective(weights, {n: v for n, v in objective.scales.items() if n in keep},
+                                 {n: v for n, v in objective.signs.items() if n in keep},
+                                 {n: t for n, t in objective.guards.items() if n not in drop}, objective.penalty,
+                                 {n: k for n, k in objective.kinds.items() if n in keep})
+    return objective
+
+
+def describe(spec: Mapping[str, Any]) -> str:
+    """An objective's stored spec in words for people: "hps-v2.1 x1 + clip x0.5, guard clip"."""
+    if spec.get("kind") == "reward":
+        return str(spec.get("reward"))
+    if spec.get("kind") == "weighted":
+        terms = " + ".join(f"{name} x{w:g}" for name, w in spec.get("weights", {}).items())
+        guards = ", ".join(f"{name} (tolerance {t:g})" for name, t in (spec.get("guards") or {}).items())
+        return terms + (f"; guards {guards}" if guards else "")
+    return ", ".join(f"{k}={v}" for k, v in spec.items())
+
+
 def parse_weights(text: str) -> dict[str, float]:
     """"hps=1,clip=0.5" -> {"hps": 1.0, "clip": 0.5} (kinds of the reward repository)."""
     out: dict[str, float] = {}

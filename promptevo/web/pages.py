@@ -9,6 +9,7 @@ import numpy as np
 
 from promptevo import human
 from promptevo.optimise.summary import summarize
+from promptevo.rewards.objective import describe
 from promptevo.storage.lease import status_of
 from promptevo.storage.repository import RunRepository
 
@@ -38,7 +39,8 @@ def run_page(repo: RunRepository, run_id: str) -> dict[str, Any]:
     weights = spec.get("weights") or {spec.get("reward", "?"): 1.0}
     objective = [{"reward": name, "weight": w, "scale": (spec.get("scales") or {}).get(name, 1.0)} for name, w in weights.items()]
     run = repo.require_run(run_id)
-    return {"summary": summary, "objective": objective, "latest": latest_images(repo, run_id),
+    measured = describe(summary.get("heldout_objective") or spec)
+    return {"summary": summary, "objective": objective, "heldout_objective": measured, "latest": latest_images(repo, run_id),
             "rounds_done": sum(1 for r in summary["rounds"] if r["phase"] == "search" and r["status"] == "finished"),
             "rounds_planned": repo.run_config(run_id)["optimize"].get("rounds"), "created_at": run["created_at"],
             "judgements": sum(judged.values()) // 2, }
