@@ -34,12 +34,14 @@ class LLMConfig:
     server_threads: int = 2
     server_parallel: int = 1
     server_ctx: int = 8192
+    # send each role's JSON schema as response_format (servers that constrain output: llama.cpp, OpenAI, vLLM)
+    structured: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Every field; the server settings only when set, so profiles made before they existed
         keep their stored form and hash."""
         d = dataclasses.asdict(self)
-        for key, default in (("server_threads", 2), ("server_parallel", 1), ("server_ctx", 8192)):
+        for key, default in (("server_threads", 2), ("server_parallel", 1), ("server_ctx", 8192), ("structured", False)):
             if d[key] == default:
                 d.pop(key)
         return d
@@ -139,8 +141,11 @@ class Profile:
         channels_last: bool = False,
         compile: bool = False,
         tiny_vae: str | None = None,
+        llm_structured: bool | None = None,
     ) -> Profile:
         llm, render, scorer = self.llm, self.render, self.scorer
+        if llm_structured is not None:
+            llm = replace(llm, structured=llm_structured)
         if device:
             render = replace(render, device=device)
             scorer = replace(scorer, device=device)

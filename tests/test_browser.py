@@ -42,8 +42,14 @@ def test_a_running_run_updates_in_the_browser_as_rounds_finish(tmp_path):
             # the page followed the run from round 0 to its last search round by reloading itself (how many
             # rounds it showed in between depends on how fast they finish against its 1.5 s poll)
             assert "3" in seen, seen
-            page.wait_for_selector("#latest img")
-            loaded = page.eval_on_selector_all("#latest img", "imgs => imgs.filter(i => i.complete && i.naturalWidth > 0).length")
+            loaded, deadline = 0, time.monotonic() + 60
+            while loaded < 1 and time.monotonic() < deadline:  # the page may still reload as the run ends
+                try:
+                    page.wait_for_selector("#latest img", timeout=5000)
+                    loaded = page.eval_on_selector_all("#latest img", "imgs => imgs.filter(i => i.complete && i.naturalWidth > 0).length")
+                except Exception:  # noqa: BLE001 - a reload in between
+                    pass
+                page.wait_for_timeout(200)
             assert loaded >= 1
             assert int(page.locator("#arms tr[data-arm] .pulls").first.inner_text()) >= 1
         finally:

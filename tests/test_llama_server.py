@@ -102,3 +102,34 @@ def test_bad_set_ups_are_one_line_each(tmp_path, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "xllamacpp" else real_find_spec(name, *a))
     with pytest.raises(UserError, match="pip install xllamacpp"):
         LlamaServer(corrupt).start()
+
+
+def test_structured_replies_follow_each_roles_schema_and_reach_the_parser_as_text():
+    """With --llm-structured the server constrains the reply to the role's JSON schema (llama.cpp's
+    grammar); the parser gets it in its text form."""
+    from promptevo.llms.parsing import gradient_outcome, parse_gradient
+    from promptevo.llms.templates import template
+    from promptevo.optimise.critic import CritiqueExample, Examples
+    from promptevo.registry import build_llm
+
+    fields = {"instruction": "Add the light.", "n": 2, "examples": Examples([CritiqueExample("a fox", "a fox, flat", 1.0, "a fox, golden hour", 2.0)])}
+    llm = build_llm(LLMConfig(backend="llamacpp", model="smollm2", max_new_tokens=24, structured=True))
+    try:
+        [reply] = llm.complete([Request("gradient", template("gradient").messages(**fields), fields)], seed=2)
+    finally:
+        llm.close()
+    assert reply.ok and not reply.text.lstrip().startswith("{")
+    items = parse_gradient(reply.text)
+    assert items and gradient_outcome(reply.text, items) == "ok" and reply.text.startswith("Inference 1:")
+
+
+def test_schemas_turn_replies_into_text_and_salvage_cut_ones():
+    from promptevo.llms.schemas import SCHEMAS, as_text, response_format
+
+    assert set(SCHEMAS) >= {"generator", "gradient", "modifier", "merge", "objective_agent"}
+    assert response_format("gradient")["json_schema"]["schema"] == SCHEMAS["gradient"] and response_format("nope") is None
+    assert as_text("generator", '{"prompt": "a fox, \\"golden\\" light"}') == 'a fox, "golden" light'
+    assert as_text("modifier", '{"instruction": "Name the light.') == "<instruction>Name the light.</instruction>"  # cut off
+    cut = '{"critiques": [{"inference": "flat", "improvement": "add light"}, {"inference": "dull", "improvement": "add co'
+    assert as_text("gradient", cut) == "Inference 1: flat\nImprovement 1: add light"  # the unfinished pair is dropped
+    assert as_text("generator", "plain text") == "plain text" and as_text("retouch_planner", "{}") == "{}"

@@ -132,3 +132,29 @@ def test_stages_are_found_by_phase_not_by_round_number(store, repo, tiny, evalua
     assert [(r["round"], r["phase"]) for r in repo.rounds(run_id)] == [(1, "selection"), (2, "evaluation")]
     again = Optimizer(store, run_id, llm=ScriptedLLM(script), evaluator=evaluator).run_all()
     assert len(repo.rounds(run_id)) == 2 and again["heldout"] == summary["heldout"]
+
+
+def test_every_reply_records_whether_it_parsed_and_the_summary_gives_the_rate_per_role(store, repo, tiny, evaluator):
+    """The scripted LLM answers generator requests with a preamble (repaired), critiques and
+    instructions in the form asked (ok); the junk LLM's replies are counted as fallbacks, never
+    silently."""
+    from promptevo.optimise.summary import summarize
+
+    run_id, _ = run_loop(store, tiny, evaluator, llm=ScriptedLLM(script), rounds=1)
+    rates = {r["role"]: r for r in summarize(repo, run_id)["parse_rates"]}
+    assert set(rates) == {"generator", "gradient", "modifier"}
+    assert rates["generator"]["repaired"] == rates["generator"]["calls"] > 0  # "Here is the prompt: ..." stripped
+    assert rates["gradient"]["ok"] == rates["gradient"]["calls"] and rates["modifier"]["ok"] == rates["modifier"]["calls"]
+    assert all(r["parsed"] == 1.0 for r in rates.values())
+    junk_run, _ = run_loop(store, tiny, evaluator, llm=ScriptedLLM(junk), rounds=1)
+    junk_rates = {r["role"]: r for r in summarize(repo, junk_run)["parse_rates"]}
+    assert junk_rates["generator"]["fallback"] > 0 and junk_rates["generator"]["parsed"] < 1.0
+    from promptevo.optimise.critic import update
+
+    junk_llm = ScriptedLLM(lambda request: "ok")  # too short to be an instruction
+    [rejected] = update(junk_llm, "Add the light.", ["Name the colours."], set(), repo=repo, run_id=junk_run, seed=0)
+    assert rejected.rejected == "unusable"
+    modifier = {r["role"]: r for r in summarize(repo, junk_run)["parse_rates"]}["modifier"]
+    assert modifier["fallback"] == modifier["calls"] == 1
+    unrecorded = store.conn.execute("SELECT COUNT(*) FROM llm_calls WHERE parse IS NULL AND run_id IN (?, ?)", [run_id, junk_run]).fetchone()[0]
+    assert unrecorded == 0

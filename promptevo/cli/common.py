@@ -108,6 +108,7 @@ def new_app(help: str) -> typer.Typer:
 
 ProfileOpt = Annotated[str, typer.Option("--profile", "-p", help="Model bundle: see `promptevo profiles`.", envvar="PROMPTEVO_PROFILE")]
 DeviceOpt = Annotated[str | None, typer.Option(help="Device for all models: cpu, cuda, cuda:1, mps (default: the profile's).")]
+LLMStructuredOpt = Annotated[bool | None, typer.Option("--llm-structured/--no-llm-structured", help="Send each LLM role's JSON schema as response_format, for servers that constrain their output to it (llama.cpp, OpenAI, vLLM). Default: off (SmolLM2 gets the form right and the content wrong under it: see the README).")]
 LLMModelOpt = Annotated[str | None, typer.Option(help="LLM: hub id, local folder or .gguf file (local), or API model name.")]
 LLMBaseURLOpt = Annotated[str | None, typer.Option(help="OpenAI-compatible server URL (vLLM, Ollama, llama.cpp); key from OPENAI_API_KEY.", envvar="OPENAI_BASE_URL")]
 RenderModelOpt = Annotated[str | None, typer.Option(help="diffusers model: hub id or local folder.")]
@@ -120,12 +121,12 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout for 
 
 def build_profile(
     name: str, *, device=None, llm_model=None, llm_base_url=None, render_model=None, hps_checkpoint=None,
-    channels_last=False, compile=False, tiny_vae=None,
+    channels_last=False, compile=False, tiny_vae=None, llm_structured=None,
 ) -> Profile:
     return get_profile(name).with_overrides(
         device=device, llm_model=llm_model, llm_base_url=llm_base_url,
         render_model=render_model, hps_checkpoint=hps_checkpoint,
-        channels_last=channels_last, compile=compile, tiny_vae=tiny_vae,
+        channels_last=channels_last, compile=compile, tiny_vae=tiny_vae, llm_structured=llm_structured,
     )
 
 

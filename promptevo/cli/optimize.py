@@ -24,6 +24,7 @@ from promptevo.cli.common import (
     JsonOpt,
     LLMBaseURLOpt,
     LLMModelOpt,
+    LLMStructuredOpt,
     MaxModelsOpt,
     ObjectiveOpt,
     ProfileOpt,
@@ -168,6 +169,13 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
             out.print(escape(f"  {s['op']} {s['value']:+g}" + (f": {s['reason']}" if s.get("reason") else "")))
     if summary.get("variants"):
         _print_variants(summary["variants"])
+    if summary.get("parse_rates"):
+        table = Table("role", "replies", "as asked", "repaired", "fallback", "usable",
+                      title="LLM replies per role: in the form asked, repaired by the tolerant parser, or unusable (fallback used)")
+        for r in summary["parse_rates"]:
+            table.add_row(escape(r["role"]), str(r["calls"]), str(r["ok"]), str(r["repaired"]), str(r["fallback"]),
+                          f"{100 * r['parsed']:.0f}%")
+        out.print(table)
     if summary.get("judged"):
         _print_judged(summary["judged"])
     if summary["heldout"]:
@@ -314,6 +322,7 @@ def optimize(
     device: DeviceOpt = None,
     llm_model: LLMModelOpt = None,
     llm_base_url: LLMBaseURLOpt = None,
+    llm_structured: LLMStructuredOpt = None,
     render_model: RenderModelOpt = None,
     hps_checkpoint: HPSCheckpointOpt = None,
     channels_last: ChannelsLastOpt = False,
@@ -360,7 +369,7 @@ def optimize(
         baselines=tuple(baseline or ()),
         eval_seeds=eval_seeds, seed=seed, initial_instructions=tuple(instruction) if instruction else SEED_INSTRUCTIONS,
     )
-    prof = build_profile(profile, device=device, llm_model=llm_model, llm_base_url=llm_base_url,
+    prof = build_profile(profile, device=device, llm_model=llm_model, llm_base_url=llm_base_url, llm_structured=llm_structured,
                          render_model=render_model, hps_checkpoint=hps_checkpoint,
                          channels_last=channels_last, compile=compile_, tiny_vae=tiny_vae)
     if goal and not objective:  # the agent weighs what the repository has installed

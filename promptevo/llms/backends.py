@@ -40,7 +40,9 @@ class LLMFatalError(UserError):
 
 class OpenAIChatLLM:
     def __init__(self, config: LLMConfig, *, sleep: Callable[[float], None] = time.sleep, extra_body: dict | None = None):
-        """`extra_body`: server-specific request fields (llama.cpp's `cache_prompt`)."""
+        """`extra_body`: server-specific request fields (llama.cpp's `cache_prompt`). With
+        `config.structured`, each role's JSON schema goes as `response_format` (a server that
+        constrains output to it) and the role's parser gets the reply in its text form (`llms.schemas`)."""
         import openai
 
         key = os.environ.get("OPENAI_API_KEY")
@@ -58,9 +60,15 @@ class OpenAIChatLLM:
         )
         self._pool = ThreadPoolExecutor(max_workers=max(1, config.max_concurrency))
         self._extra = {"extra_body": extra_body} if extra_body else {}
+        self.structured = config.structured
 
-    def _one(self, messages: list[Message], temperature: float, seed: int | None) -> Completion:
+    def _one(self, messages: list[Message], temperature: float, seed: int | None, role: str | None = None) -> Completion:
         import openai
+
+        from promptevo.llms.schemas import MIN_TOKENS, as_text, response_format
+
+        structure = response_format(role) if self.structured and role else None
+        max_tokens = max(self.config.max_new_tokens, MIN_TOKENS.get(role or "", 0)) if structure else self.config.max_new_tokens
 
         attempts, errors, start = 0, [], time.monotonic()
         while True:
@@ -70,14 +78,17 @@ class OpenAIChatLLM:
                     model=self.config.model,
                     messages=messages,
                     temperature=temperature,
-                    max_tokens=self.config.max_new_tokens,
+                    max_tokens=max_tokens,
                     **({"seed": seed} if seed is not None else {}),
+                    **({"response_format": structure} if structure else {}),
                     **self._extra,
                 )
                 choices = getattr(resp, "choices", None) or []
                 if not choices or choices[0].message is None:
                     raise ValueError("response has no choices")
                 text = choices[0].message.content or ""
+                if structure and role:
+                    text = as_text(role, text)
                 usage = getattr(resp, "usage", None)
                 return Completion(
                     text=text,
@@ -114,7 +125,7 @@ class OpenAIChatLLM:
         temp = self.config.temperature if temperature is None else temperature
         # One seed per conversation: identical requests in one batch (two blind edits of the same
         # instruction) would otherwise get the same answer back.
-        futures = [self._pool.submit(self._one, list(r.messages), temp, None if seed is None else seed + i)
+        futures = [self._pool.submit(self._one, list(r.messages), temp, None if seed is None else seed + i, r.role)
                    for i, r in enumerate(requests)]
         return [f.result() for f in futures]
 

@@ -45,6 +45,10 @@ def main(spec: dict) -> None:
     params.n_parallel = int(spec["parallel"])
     params.cpuparams.n_threads = int(spec["threads"])
     params.cpuparams_batch.n_threads = int(spec["threads"])
+    # Worker threads sleep instead of spinning while they wait (ggml's default polls at 50):
+    # on a busy machine spinning threads fight everything else, and generation collapses.
+    params.cpuparams.poll = int(spec.get("poll", 0))
+    params.cpuparams_batch.poll = int(spec.get("poll", 0))
     params.hostnames = ["127.0.0.1"]
     params.port = int(spec["port"])
     params.warmup = False

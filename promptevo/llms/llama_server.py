@@ -41,6 +41,7 @@ class ServerSettings:
     parallel: int = 1  # one request at a time: as fast as 4 slots here, and a reply never depends on its batch-mates
     ctx: int = 8192  # tokens shared by the slots: 2,048 each at 4 slots
     port: int = 0  # 0: a free one
+    poll: int = 0  # ggml's busy-wait level for idle worker threads (0: sleep; llama.cpp's default is 50)
 
 
 def check_gguf(path: Path) -> None:
@@ -80,7 +81,7 @@ class LlamaServer:
         check_gguf(self.model)
         port = _free_port(self.settings.port)
         args = {"model": str(self.model), "port": port, "threads": self.settings.threads,
-                "parallel": self.settings.parallel, "ctx": self.settings.ctx, "parent": os.getpid()}
+                "parallel": self.settings.parallel, "ctx": self.settings.ctx, "poll": self.settings.poll, "parent": os.getpid()}
         log = open(self.log, "ab") if self.log else subprocess.DEVNULL  # llama.cpp logs a lot: never the terminal
         try:
             self.proc = subprocess.Popen([sys.executable, "-m", "promptevo.llms.llama_child", json.dumps(args)],
@@ -176,8 +177,8 @@ class LlamaCppLLM:
             self._client = self._connect(self.server.restart())
             temp = self.config.temperature if temperature is None else temperature
             client = self._client  # each request keeps the seed it had in the batch (seed + its index)
-            futures = {i: client._pool.submit(client._one, list(requests[i].messages), temp, None if seed is None else seed + i)
-                       for i in failed}
+            futures = {i: client._pool.submit(client._one, list(requests[i].messages), temp, None if seed is None else seed + i,
+                                              requests[i].role) for i in failed}
             for i, future in futures.items():
                 out[i] = future.result()
         return [Completion(c.text, self.model_name, c.prompt_tokens, c.completion_tokens, c.latency_s, c.attempts, c.error)

@@ -136,3 +136,26 @@ def parse_instruction(raw: object, limit: int = MAX_INSTRUCTION_CHARS) -> str | 
     if len(body.split()) < 4:
         return None
     return body
+
+
+# -- parse outcomes: was a reply in the form its role asked for? --------------------------------
+# ok: as asked; repaired: a usable answer recovered from another form; fallback: unusable, so the
+# caller used its fallback (the naive prompt, the blind improvement, no new instruction).
+
+
+def rewrite_outcome(raw: object, parsed: Rewrite) -> str:
+    if parsed.handling and parsed.handling.startswith("unusable"):
+        return "fallback"
+    return "ok" if clean_text(raw, 20_000).strip().strip("\"'`") == parsed.text else "repaired"
+
+
+def gradient_outcome(raw: object, items: list[Improvement]) -> str:
+    if not items:
+        return "fallback"
+    return "ok" if any(i.inference or _NUMBERED.search(clean_text(raw, 20_000)) for i in items) else "repaired"
+
+
+def instruction_outcome(raw: object, parsed: str | None) -> str:
+    if parsed is None:
+        return "fallback"
+    return "ok" if re.search(r"<instruction>", clean_text(raw, 20_000), re.IGNORECASE) else "repaired"

@@ -110,6 +110,7 @@ def decide(llm: LLM, repo: RunRepository, run_id: str, round: int, *, goal: str,
     [call] = ask(llm, "objective_agent", [fields], role="objective_agent", store=repo.store, run_id=run_id, seed=seed)
     aliases = {kind: name for name, kind in spec.get("kinds", {}).items()}
     parsed = parse_reply(call.completion.text, names, aliases) if call.completion.ok else None
+    repo.store.set_parses([(call.call_id, "fallback" if parsed is None else "ok")])
     if parsed is None:
         repo.event(run_id, "objective_rejected", {"llm_call_id": call.call_id, "reason": "no usable weights"}, round=round)
         return Decision(None, "", call.call_id)

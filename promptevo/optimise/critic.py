@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from promptevo.llms.calls import ask
-from promptevo.llms.parsing import parse_gradient, parse_instruction
+from promptevo.llms.parsing import gradient_outcome, instruction_outcome, parse_gradient, parse_instruction
 from promptevo.llms.templates import NO_GRADIENT_IMPROVEMENT
 from promptevo.registry import LLM
 from promptevo.rewards.objective import Objective, mean
@@ -99,6 +99,7 @@ def critique(llm: LLM, instruction: str, examples: Examples, n: int, *, repo: Ru
     [call] = ask(llm, "gradient", [{"instruction": instruction, "examples": examples, "n": n}],
                  role="gradient", store=repo.store, run_id=run_id, seed=seed)
     items = parse_gradient(call.completion.text if call.completion.ok else "", limit=n)
+    repo.store.set_parses([(call.call_id, gradient_outcome(call.completion.text, items) if call.completion.ok else "fallback")])
     return Critique([i.improvement for i in items] or blind_improvements(n), call.completion.text, call.call_id)
 
 
@@ -126,7 +127,7 @@ def update(llm: LLM, instruction: str, improvements: Sequence[str], existing: se
         fields = [{"instruction": instruction, "improvement": imp, "history": history, "hints": hints}
                   for imp in improvements]
         name = "modifier_history"
-    return _instructions(ask(llm, name, fields, role="modifier", store=repo.store, run_id=run_id, seed=seed), existing)
+    return _instructions(ask(llm, name, fields, role="modifier", store=repo.store, run_id=run_id, seed=seed), existing, repo)
 
 
 def merge(llm: LLM, first, second, existing: set[str], *, repo: RunRepository, run_id: str, seed: int) -> Update:
@@ -134,12 +135,14 @@ def merge(llm: LLM, first, second, existing: set[str], *, repo: RunRepository, r
     promptevo.optimise.hints.Ranked)."""
     calls = ask(llm, "merge", [{"first": first, "second": second}], role="merge", store=repo.store,
                 run_id=run_id, seed=seed)
-    return _instructions(calls, existing)[0]
+    return _instructions(calls, existing, repo)[0]
 
 
-def _instructions(calls, existing: set[str]) -> list[Update]:
+def _instructions(calls, existing: set[str], repo: RunRepository) -> list[Update]:
     out: list[Update] = []
     seen = set(existing)
+    repo.store.set_parses([(c.call_id, instruction_outcome(c.completion.text, parse_instruction(c.completion.text))
+                            if c.completion.ok else "fallback") for c in calls])
     for call in calls:
         text = parse_instruction(call.completion.text) if call.completion.ok else None
         if text is None or text in seen:

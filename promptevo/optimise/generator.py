@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from promptevo.llms.calls import ask
-from promptevo.llms.parsing import parse_rewrite
+from promptevo.llms.parsing import parse_rewrite, rewrite_outcome
 from promptevo.registry import LLM, Completion
 from promptevo.storage.store import Store
 
@@ -55,13 +55,16 @@ def rewrite(
         llm, "generator", [{"instruction": i, "prompt": p} for i, p in zip(instructions, prompts)],
         role="generator", store=store, run_id=run_id, seed=seed,
     )
-    out = []
+    out, outcomes = [], []
     for prompt, call in zip(prompts, calls):
         comp = call.completion
         parsed = parse_rewrite(comp.text if comp.ok else "", prompt)
+        outcomes.append((call.call_id, rewrite_outcome(comp.text, parsed) if comp.ok else "fallback"))
         handling = parsed.handling if comp.ok else "llm_error_used_naive_prompt"
         text, cut = fit_window(parsed.text, token_count, window)
         if cut:
             handling = ",".join(h for h in (handling, "truncated_to_text_window") if h)
         out.append(GeneratedRewrite(prompt, text, comp.text, handling, call.call_id, comp))
+    if store is not None:
+        store.set_parses(outcomes)
     return out

@@ -101,6 +101,18 @@ def judged_summary(repo: RunRepository, run_id: str) -> dict[str, Any] | None:
             "arms": [{"arm": k, "value": values.get(k, 0.0), "judgements": counts.get(k, 0)} for k in arms]}
 
 
+def parse_rates(repo: RunRepository, run_id: str) -> list[dict[str, Any]]:
+    """Per LLM role: how many replies came in the form asked (ok), were repaired by the tolerant
+    parser, or were unusable (fallback: the naive prompt, the blind improvement, no instruction);
+    `parsed` is the share that was usable. A fallback is counted, never silent."""
+    out = []
+    for r in repo.store.parse_rates(run_id):
+        calls, ok, repaired = r["calls"], r["ok"] or 0, r["repaired"] or 0
+        out.append({**r, "ok": ok, "repaired": repaired, "fallback": r["fallback"] or 0,
+                    "parsed": (ok + repaired) / calls if calls else None, "as_asked": ok / calls if calls else None})
+    return out
+
+
 def heldout_verdict(heldout: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     """What the held-out test says of the answer against the user's plain prompts: "better"
     (the 95% CI of the paired gain is above zero), "worse" (below), or "unclear"; with "worse",
@@ -226,6 +238,7 @@ def summarize(repo: RunRepository, run_id: str, objective: Objective | None = No
         "heldout_verdict": heldout_verdict(heldout),
         "heldout_by_reward": heldout_by_reward(repo, run_id),
         "judged": judged_summary(repo, run_id),
+        "parse_rates": parse_rates(repo, run_id),
         "reward_gains": {str(k): v for k, v in reward_gains(repo, run_id).items()},
         "budget": repo.budget(run_id),
         "retouch": next((e["data"] for e in reversed(repo.events(run_id, "retouch_plan"))), None),

@@ -113,7 +113,7 @@ def write_report(store: Store, run_id: str, path: Path) -> Report:
 
     best = summary["best_instruction"]
     page_sections = (_variants(summary) + _rewards(summary) + _agent(summary) + _critiques(repo, run_id) + _references(repo, run_id, store)
-                     + _budget(repo, run_id, summary, best_by_round) + _timings(repo, run_id))
+                     + _budget(repo, run_id, summary, best_by_round) + _timings(repo, run_id) + _parse_rates(summary))
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>promptevo run {_e(run_id)}</title>
 <style>{_CSS}</style></head><body>
 <h1>promptevo run {_e(run_id)}</h1>
@@ -149,6 +149,16 @@ def _verdict(summary: dict) -> str:
         instead = "use the plain prompts as they are" if v["use"] == "naive" else f"the {_e(v['use'])} baseline beat them"
         return f" <b>The answer is worse than the plain prompts here ({ci}): {instead}.</b>"
     return f" The answer {'beats' if v['verdict'] == 'better' else 'is not clearly better than'} the plain prompts here ({ci})."
+
+
+def _parse_rates(summary: dict) -> str:
+    rows = "".join(f"<tr><td>{_e(r['role'])}</td><td>{r['calls']}</td><td>{r['ok']}</td><td>{r['repaired']}</td>"
+                   f"<td>{r['fallback']}</td><td>{100 * r['parsed']:.0f}%</td></tr>" for r in summary.get("parse_rates") or [])
+    if not rows:
+        return ""
+    return ("<h2>LLM replies per role</h2><p>In the form asked, repaired by the tolerant parser, or unusable (promptevo "
+            "then used its fallback: the naive prompt, the blind improvement, no new instruction).</p><table><tr><th>role</th>"
+            f"<th>replies</th><th>as asked</th><th>repaired</th><th>fallback</th><th>usable</th></tr>{rows}</table>")
 
 
 def _judged(summary: dict) -> str:

@@ -157,6 +157,8 @@ def plan_with(llm, measures: Sequence[Mapping[str, float]], images=None, *, seed
             out.append((parse_reply(call.completion.text), {"status": "ok", "reply": call.completion.text, **meta}))
         except PlanError as exc:
             out.append((None, {"status": "malformed", "error": str(exc), "reply": call.completion.text[:2000], **meta}))
+    if store is not None:
+        store.set_parses([(c.call_id, "ok" if meta["status"] == "ok" else "fallback") for c, (_, meta) in zip(calls, out)])
     return out
 
 

@@ -419,6 +419,14 @@ def m006_variants(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration
+def m007_llm_parse(db: sqlite_utils.Database) -> None:
+    """Whether each LLM reply was in the form its role asked for: ok (as asked), repaired (a
+    usable answer recovered from another form), fallback (unusable: promptevo used its fallback),
+    NULL for calls made before this was recorded. Parse rates per role come from it."""
+    db.execute("ALTER TABLE llm_calls ADD COLUMN parse TEXT CHECK (parse IN ('ok', 'repaired', 'fallback'))")
+
+
 def pending_migrations(conn) -> list[str]:
     """Names of the migrations a database still needs (all of them for a new file)."""
     try:

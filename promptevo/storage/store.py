@@ -238,6 +238,20 @@ class Store:
     def add_render_config(self, config_hash: str, config: dict[str, Any]) -> None:
         self.lookup("render_configs", {"hash": config_hash}, {"config_json": json.dumps(config, sort_keys=True)}, "hash")
 
+    def set_parses(self, outcomes: Sequence[tuple[int | None, str]]) -> None:
+        """Record how logged replies parsed: (call id, ok | repaired | fallback), in one transaction."""
+        rows = [(outcome, call_id) for call_id, outcome in outcomes if call_id is not None]
+        if rows:
+            with self.atomic() as conn:
+                conn.executemany("UPDATE llm_calls SET parse = ? WHERE id = ?", rows)
+
+    def parse_rates(self, run_id: str) -> list[dict[str, Any]]:
+        """Per role: calls whose parse was recorded, how many were ok, repaired and fallback."""
+        return self.query(
+            """SELECT role, COUNT(*) AS calls, SUM(parse = 'ok') AS ok, SUM(parse = 'repaired') AS repaired,
+                      SUM(parse = 'fallback') AS fallback
+               FROM llm_calls WHERE run_id = ? AND parse IS NOT NULL GROUP BY role ORDER BY role""", [run_id])
+
     def log_llm_call(
         self,
         *,
