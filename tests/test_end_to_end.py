@@ -59,7 +59,7 @@ def test_optimize_with_real_smollm2_stores_gradients_and_heldout(finished_run):
         used = [e["data"] for e in repo.events(run_id, "reference_prompts")]
         assert used
         messages = " ".join(c["messages_json"] for c in calls.values() if c["role"] == "gradient")
-        images = store.images_count()
+        images = store.scalar("SELECT COUNT(DISTINCT content_hash) FROM images")  # one file per distinct PNG
     with Store(db.with_name("reference.db"), readonly=True) as ref:
         from promptevo.promptdb.collection import PromptDB
 

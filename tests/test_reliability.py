@@ -74,7 +74,7 @@ PHASES = ("planning", "rewriting", "rendering and scoring", "gradient", "round f
 
 
 def test_sigkill_in_every_phase_then_resume_matches_an_uninterrupted_run(tmp_path, tiny, evaluator, record_property):
-    config = OptimizeConfig(rounds=6, batch_size=2)
+    config = OptimizeConfig(rounds=4, batch_size=2)
     with Store(tmp_path / "straight.db") as straight:
         rid = create_run(straight, tiny, config, PROMPTS)
         expected = Optimizer(straight, rid, llm=ScriptedLLM(script), evaluator=evaluator).run_all()

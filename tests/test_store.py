@@ -28,7 +28,7 @@ EXPECTED_SCHEMA = {
     "instructions": ["id", "run_id", "text", "origin", "parent_id", "gradient_id", "llm_call_id",
                      "created_round", "retired_round"],
     "llm_calls": ["id", "run_id", "created_at", "role", "model", "template", "template_hash", "messages_json",
-                  "response", "prompt_tokens", "completion_tokens", "latency_s", "attempts", "error"],
+                  "response", "prompt_tokens", "completion_tokens", "latency_s", "attempts", "error", "parse"],
     "prompts": ["id", "text"],
     "render_configs": ["hash", "config_json"],
     "rewrites": ["id", "run_id", "round", "instruction_id", "prompt_id", "text", "raw_text", "handling",

@@ -109,6 +109,8 @@ class Store:
                 conn.close()
             if isinstance(exc, UserError):
                 raise
+            if "malformed" in str(exc) or "corrupt" in str(exc):
+                raise UserError(f"database {path} is corrupted ({exc}); restore it from a copy") from None
             raise UserError(f"cannot open database {path}: {exc}") from None
         return conn
 
