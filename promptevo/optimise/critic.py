@@ -141,10 +141,10 @@ def merge(llm: LLM, first, second, existing: set[str], *, repo: RunRepository, r
 def _instructions(calls, existing: set[str], repo: RunRepository) -> list[Update]:
     out: list[Update] = []
     seen = set(existing)
-    repo.store.set_parses([(c.call_id, instruction_outcome(c.completion.text, parse_instruction(c.completion.text))
-                            if c.completion.ok else "fallback") for c in calls])
-    for call in calls:
-        text = parse_instruction(call.completion.text) if call.completion.ok else None
+    parsed = [parse_instruction(c.completion.text) if c.completion.ok else None for c in calls]
+    repo.store.set_parses([(c.call_id, instruction_outcome(c.completion.text, text) if c.completion.ok else "fallback")
+                           for c, text in zip(calls, parsed)])
+    for call, text in zip(calls, parsed):
         if text is None or text in seen:
             out.append(Update(None, call.call_id, "unusable" if text is None else "duplicate"))
             continue

@@ -75,6 +75,18 @@ def heldout_by_reward(repo: RunRepository, run_id: str) -> dict[str, list[dict[s
     return {name: heldout_table(repo, run_id, RewardObjective(name)) for name in names}
 
 
+def judgement_counts(judgements: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """How many judgements each arm key took part in."""
+    from promptevo import human
+
+    counts: dict[str, int] = {}
+    for j in judgements:
+        for side in ("left", "right"):
+            key = human.arm_key(j[f"{side}_arm"], j[f"{side}_instruction_id"])
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
 def judged_summary(repo: RunRepository, run_id: str) -> dict[str, Any] | None:
     """The judgement-based reward apart from the measured evidence: each arm's fitted value,
     how many judgements it took part in, by whom, and on which phase's images (never held-out
@@ -86,11 +98,7 @@ def judged_summary(repo: RunRepository, run_id: str) -> dict[str, Any] | None:
         return None
     rows = repo.judgements(run_id)
     trials = {t.id: t.phase for t in repo.trials(run_id)}
-    counts: dict[str, int] = {}
-    for j in rows:
-        for side in ("left", "right"):
-            key = human.arm_key(j[f"{side}_arm"], j[f"{side}_instruction_id"])
-            counts[key] = counts.get(key, 0) + 1
+    counts = judgement_counts(rows)
     phases: dict[str, int] = {}
     for j in rows:
         phase = trials.get(j["left_trial_id"], "?")

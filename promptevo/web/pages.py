@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from promptevo import human
+from promptevo.optimise.summary import judgement_counts as count_judgements
 from promptevo.optimise.summary import summarize
 from promptevo.rewards.objective import describe
 from promptevo.storage.lease import status_of
@@ -61,12 +62,7 @@ def latest_images(repo: RunRepository, run_id: str) -> dict[str, Any]:
 
 def judgement_counts(repo: RunRepository, run_id: str) -> dict[str, int]:
     """How many judgements each arm key took part in."""
-    counts: dict[str, int] = {}
-    for j in repo.judgements(run_id):
-        for side in ("left", "right"):
-            key = human.arm_key(j[f"{side}_arm"], j[f"{side}_instruction_id"])
-            counts[key] = counts.get(key, 0) + 1
-    return counts
+    return count_judgements(repo.judgements(run_id))
 
 
 def judge_page(repo: RunRepository, run_id: str, rng: np.random.Generator) -> dict[str, Any]:
