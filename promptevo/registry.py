@@ -228,6 +228,7 @@ BUILTINS = (  # modules that register the built-in kinds, imported on first use 
     "promptevo.rewards.pickscore",
     "promptevo.rewards.aesthetic",
     "promptevo.rewards.brisque",
+    "promptevo.rewards.naturalness",
     "promptevo.rewards.fidelity",
     "promptevo.lab.synthetic",
     "promptevo.rewards.imagereward",

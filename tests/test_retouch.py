@@ -227,7 +227,8 @@ def test_retouch_command_with_the_offline_llm_writes_the_image_and_an_explainabl
 
     clean = photo("chelsea", size=(120, 180))
     src = _save(noisy(apply_op("exposure", clean[None], -1.0)[0], 0.03), tmp_path / "dark.png")
-    r = runner.invoke(app, ["retouch", src, "--out", str(tmp_path / "out"), "--trials", "8", "--json"])
+    r = runner.invoke(app, ["retouch", src, "--out", str(tmp_path / "out"), "--trials", "8", "--json", "--mode", "planner+search",
+                            "--objective", "brisque=1,exposure=1,contrast=1,colourfulness=1,noise=1"])
     assert r.exit_code == 0, r.output
     [row] = json.loads(r.stdout)
     sidecar = json.loads((tmp_path / "out" / "retouched-0000.json").read_text())
@@ -261,7 +262,7 @@ def test_hostile_images_get_one_line_each_and_never_stop_the_batch(tmp_path):
     (tmp_path / "notes.png").write_text("not an image at all")
     files = [tmp_path / n for n in ["truncated.png", "cmyk.jpg", "deep.png", "alpha.png", "palette.png", "dot.png",
                                     "wide.png", "notes.png", "missing.png"]] + [good]
-    r = runner.invoke(app, ["retouch", *map(str, files), "--out", str(tmp_path / "out"), "--planner", "rules",
+    r = runner.invoke(app, ["retouch", *map(str, files), "--out", str(tmp_path / "out"), "--planner", "rules", "--mode", "planner+search",
                             "--trials", "4", "--max-side", "4096", "--json"])
     assert r.exit_code == 0, r.output
     rows = {row["input"].rsplit("/", 1)[-1]: row for row in json.loads(r.stdout)}
@@ -385,16 +386,20 @@ def test_the_retouch_benchmark_reports_every_arm_and_baseline_with_cis(tmp_path)
     assert r.exit_code == 0, r.output
     summary = json.loads(r.stdout)
     arms = [row["arm"] for row in summary["table"]]
-    assert arms == ["none", "CLAHE", "grey-world", "auto-enhance", "oracle", "planner", "search", "planner+search"]
+    assert arms == ["none", "CLAHE", "grey-world", "white-patch", "shades-of-grey", "grey-edge", "auto-enhance", "oracle",
+                    "planner", "search", "planner+search", "detect"]
     assert summary["images"] == 8 and all(row["n"] == 8 for row in summary["table"])
+    # the clean photographs are their own class: doing nothing leaves them, the detect arm too here
+    assert summary["clean_images"] == 2 and summary["clean"]["none"]["changed"] == 0
+    assert summary["aims"]["best_arm"] in arms and set(summary["aims"]["against"]) == {"CLAHE", "auto-enhance"}
     for row in summary["table"]:
         assert row["psnr"]["ci_low"] <= row["psnr"]["mean"] <= row["psnr"]["ci_high"]
     oracle_row = next(row for row in summary["table"] if row["arm"] == "oracle")
     assert oracle_row["psnr_vs_none"]["mean"] > 0
     text = (tmp_path / "out" / "results.md").read_text()
-    assert all(f"| {a} |" in text for a in arms) and "planner+search - search" in text
+    assert all(f"| {a} |" in text for a in arms) and "planner+search - search" in text and "Aims, for the best arm" in text
     rows = list(__import__("csv").DictReader(open(tmp_path / "out" / "results.csv")))
-    assert len(rows) == 8 * len(arms)
+    assert len(rows) == (8 + 2) * len(arms)
     from PIL import Image
 
     assert Image.open(tmp_path / "out" / "contact.jpg").size[0] >= 7 * 64
@@ -416,3 +421,77 @@ def test_a_retouch_objective_uses_the_profiles_kind_of_model(tmp_path):
     assert r.exit_code == 2, r.output
     assert "cannot load CLIP ViT-L-14 weights" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+# -- detection before action ----------------------------------------------------------------------
+
+
+def test_detection_finds_strong_degradations_with_confidence_and_nothing_on_clean_photographs():
+    from promptevo.lab.retouch_bench import degrade, load_photo
+    from promptevo.retouch.detect import ACT_AT, acted, detect, statistics
+
+    for name in ("coffee", "sklearn:china", "camera"):
+        clean = load_photo(name, 192)
+        assert not acted(detect(statistics(clean[None])[0])), name  # a good photograph: nothing to do
+        for kind, op in [("noise", "denoise"), ("low_contrast", "contrast"), ("blur", "deblur")]:
+            degraded, _ = degrade(clean, kind, 3, seed=0)
+            findings = detect(statistics(degraded[None])[0])
+            assert op in [f.op for f in acted(findings)], (name, kind, findings)
+            assert all(0 < f.confidence <= 1 and f.evidence for f in findings)
+            assert all(f.confidence >= ACT_AT for f in acted(findings))
+
+
+def test_detect_mode_leaves_a_clean_photograph_bit_identical_and_says_why(tmp_path):
+    """`retouch --mode detect`: no LLM, a clean photograph comes out with the same pixels and the
+    sidecar names what was measured; a noisy one is denoised, and only denoised."""
+    from PIL import Image
+
+    from promptevo.lab.retouch_bench import load_photo
+
+    clean = load_photo("sklearn:china", 192)
+    src = _save(clean, tmp_path / "clean.png")
+    dirty = _save(noisy(clean, 0.06), tmp_path / "noisy.png")
+    r = runner.invoke(app, ["retouch", src, dirty, "--mode", "detect", "--trials", "8", "--out", str(tmp_path / "out"), "--json"])
+    assert r.exit_code == 0, r.output
+    first, second = json.loads(r.stdout)
+    assert first["source"] == "nothing detected" and first["steps"] == 0
+    before, after = np.asarray(Image.open(src)), np.asarray(Image.open(tmp_path / "out" / "retouched-0000.png"))
+    assert np.array_equal(before, after)  # bit-identical
+    sidecar = json.loads((tmp_path / "out" / "retouched-0000.json").read_text())
+    assert sidecar["planner"]["status"] == "nothing detected" and "noise_sigma" in sidecar["planner"]["statistics"]
+    assert second["source"] == "detect" and [s["op"] for s in json.loads((tmp_path / "out" / "retouched-0001.json").read_text())["plan"]] == ["denoise"]
+    assert second["objective_after"] >= second["objective_before"]
+    noisy_sidecar = json.loads((tmp_path / "out" / "retouched-0001.json").read_text())
+    assert any(d["degradation"] == "noise" and d["confidence"] >= 0.5 for d in noisy_sidecar["planner"]["detected"])
+    assert "noise detected (confidence" in noisy_sidecar["plan"][0]["reason"]
+
+
+def test_a_result_the_objective_scores_below_the_untouched_image_is_never_applied():
+    """Whatever the planner says (here: an exposure push on a well exposed photograph, which the
+    exposure band scores lower), the untouched image is kept and the sidecar says why."""
+    from promptevo.retouch.plan import Plan, Step
+    from promptevo.retouch.planner import complete_plan
+
+    clean = photo("coffee")[None]
+    objective = RetouchObjective.from_weights("exposure=1")
+    bad = (Plan((Step("exposure", 2.0, "brighter"),)), {"status": "ok"})
+    after, outcome = complete_plan(clean, bad, lambda b, m: objective.values(b), RetouchSettings(mode="planner", min_ssim=0.0))
+    assert outcome.source == "objective guard" and not outcome.plan.steps and torch.equal(after, clean)
+    assert "below" in outcome.planner["objective_guard"] and outcome.objective_after == outcome.objective_before
+
+
+def test_cast_estimators_are_neutral_at_zero_and_grey_edge_undoes_a_cast_best():
+    """White-patch, shades-of-grey and grey-edge in linear light; on real photographs with a known
+    cast, grey-edge recovers the most (the measurement behind the detect mode's choice)."""
+    from promptevo.lab.retouch_bench import degrade, load_photo
+
+    gains = {}
+    for name in ("astronaut", "coffee", "sklearn:china", "motorcycle_left"):
+        clean = load_photo(name, 128)
+        for s in (2, 3):
+            cast, _ = degrade(clean, "cast", s, seed=0)
+            for op in ("white_balance", "white_patch", "shades_of_grey", "grey_edge"):
+                assert torch.allclose(apply_op(op, cast[None], 0.0)[0], cast, atol=1e-5)
+                gains.setdefault(op, []).append(psnr(apply_op(op, cast[None], 1.0)[0], clean) - psnr(cast, clean))
+    mean = {op: sum(v) / len(v) for op, v in gains.items()}
+    assert mean["grey_edge"] > mean["white_balance"], mean  # grey-world loses most

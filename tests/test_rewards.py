@@ -136,16 +136,20 @@ def test_imagereward_equals_imscores_port_on_the_same_weights():
     assert reward.name == "imagereward-tiny" and len(set(ours)) == 3
 
 
-def test_brisque_ranks_clean_photographs_above_noisy_and_blurred_ones():
-    """The real BRISQUE model (it ships in the package): lower is better, so clean < degraded."""
+@pytest.mark.parametrize("kind", ["brisque", "niqe", "piqe"])
+def test_no_reference_measures_rank_clean_photographs_above_noisy_and_blurred_ones(kind):
+    """The real models (BRISQUE's SVM and NIQE's pristine parameters ship in their packages; PIQE
+    needs none): lower is better, so clean < degraded."""
     import skimage.data as data
     from skimage.filters import gaussian
     from skimage.util import random_noise
 
-    reward = tiny_reward("brisque")
+    reward = tiny_reward(kind)
     clean, noisy, blurred = [], [], []
     for f in (data.astronaut, data.coffee, data.chelsea):
-        img = f()[:256, :256]
+        # NIQE compares 96-pixel patches' statistics: it needs large images (a 256-pixel
+        # crop has 4 patches and can rank noise below the clean crop; 300 x 400 has 12)
+        img = f()[:300, :400] if kind == "niqe" else f()[:256, :256]
         clean.append(img)
         noisy.append((random_noise(img, var=0.02, rng=0) * 255).astype(np.uint8))
         blurred.append((gaussian(img, sigma=3, channel_axis=-1) * 255).astype(np.uint8))
@@ -153,6 +157,34 @@ def test_brisque_ranks_clean_photographs_above_noisy_and_blurred_ones():
     c, n, b = (reward.score(as_batch(x), ["-"] * 3) for x in (clean, noisy, blurred))
     assert all(ci < ni for ci, ni in zip(c, n)), (c, n)
     assert all(ci < bi for ci, bi in zip(c, b)), (c, b)
+
+
+def test_niqe_is_the_published_algorithm_with_scikit_videos_parameters(monkeypatch):
+    """scikit-video's own NIQE (its 2018 code, run here with the two names current numpy and scipy
+    removed put back) and ours agree on the shipped photographs to float32 precision."""
+    import sys
+    import types
+
+    import scipy
+    import skimage.data as data
+    from PIL import Image
+
+    from promptevo.rewards.naturalness import luminance_255, niqe_grey
+
+    def imresize(arr, size, interp="bicubic", mode=None):  # scipy.misc.imresize(mode="F"), gone since scipy 1.3
+        im = Image.fromarray(arr.astype(np.float32), mode="F")
+        return np.asarray(im.resize((int(im.size[0] * size), int(im.size[1] * size)), Image.BICUBIC))
+
+    misc = types.ModuleType("scipy.misc")
+    misc.imresize = imresize
+    monkeypatch.setitem(sys.modules, "scipy.misc", misc)
+    monkeypatch.setattr(scipy, "misc", misc, raising=False)
+    monkeypatch.setattr(np, "int", int, raising=False)
+    from skvideo.measure.niqe import niqe as reference
+
+    for name in ("astronaut", "coffee", "chelsea", "rocket"):
+        grey = luminance_255(getattr(data, name)())
+        assert niqe_grey(grey) == pytest.approx(float(reference(grey)[0]), rel=1e-5), name
 
 
 def test_text_fidelity_reads_the_rewrite_against_the_prompt():

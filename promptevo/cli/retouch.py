@@ -16,6 +16,7 @@ from promptevo.cli.common import (
     JsonOpt,
     LLMBaseURLOpt,
     LLMModelOpt,
+    LLMStructuredOpt,
     ProfileOpt,
     build_profile,
     err,
@@ -31,9 +32,9 @@ def retouch(
     images: Annotated[list[Path] | None, typer.Argument(help="Image files (PNG, JPEG, TIFF, ...).", show_default=False)] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for the retouched PNGs and their JSON sidecars.")] = None,
     plan: Annotated[Path | None, typer.Option(help="Replay this plan (JSON list of {op, value, reason}) on every image: no LLM, no search.")] = None,
-    mode: Annotated[str, typer.Option(help="planner (the plan as written), search (optuna only, no LLM), planner+search.")] = "planner+search",
+    mode: Annotated[str, typer.Option(help="planner (the plan as written), search (optuna only, no LLM), planner+search, detect (no LLM: act only on degradations detected with confidence, values refined by the search; a good photograph comes out unchanged; the default, the only arm that beat doing nothing on the retouch benchmark).")] = "detect",
     planner: Annotated[str, typer.Option(help="llm (the profile's LLM, or --llm-model/--llm-base-url) or rules (rules of thumb, no LLM).")] = "llm",
-    objective: Annotated[str, typer.Option(help="No-reference objective the search maximises: KIND=WEIGHT,... (see `promptevo rewards`).")] = "brisque=1,exposure=1,contrast=1,colourfulness=1,noise=1",
+    objective: Annotated[str, typer.Option(help="No-reference objective the search maximises: KIND=WEIGHT,... (see `promptevo rewards`).")] = "brisque=1,piqe=1,exposure=1,contrast=1,colourfulness=1,noise=1",
     trials: Annotated[int, typer.Option(help="Objective evaluations per image in the search.")] = 24,
     min_ssim: Annotated[float, typer.Option(help="Identity guard: the result's SSIM to the input must be at least this.")] = 0.6,
     seed: Annotated[int, typer.Option(help="Seed of the search and the LLM.")] = 0,
@@ -43,15 +44,17 @@ def retouch(
     profile: ProfileOpt = "tiny",
     llm_model: LLMModelOpt = None,
     llm_base_url: LLMBaseURLOpt = None,
+    llm_structured: LLMStructuredOpt = None,
     device: DeviceOpt = None,
     as_json: JsonOpt = False,
 ):
-    """Retouch photographs: an LLM reads each image's measured statistics (exposure, contrast,
-    colour cast, saturation, noise, sharpness, blockiness) and plans operations with exact values
-    and reasons (restoration tools first, then lighting, colour and colour-specific stages); optuna
-    refines the values against a no-reference objective while the result keeps SSIM >= --min-ssim
-    to the input. A plan the LLM gets wrong falls back to the search alone, and the sidecar says
-    so. A file that cannot be read gets one line and the batch goes on."""
+    """Retouch photographs. By default (--mode detect) each degradation (noise, blur, exposure,
+    low contrast, desaturation, colour cast) gets a confidence from measured statistics and only
+    those detected are treated, their values refined by optuna; a good photograph comes out
+    unchanged. With --mode planner+search an LLM reads the statistics and plans operations with
+    exact values and reasons. Either way nothing is applied that loses SSIM >= --min-ssim to the
+    input or scores below the untouched image on the objective, and the sidecar says what was
+    found, done and why. A file that cannot be read gets one line and the batch goes on."""
     from promptevo.retouch.plan import ops_table
 
     if list_ops:
@@ -86,7 +89,7 @@ def retouch(
     replay = load_plan(plan) if plan else None
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out {out_dir} is a file, not a folder")
-    prof = build_profile(profile, device=device, llm_model=llm_model, llm_base_url=llm_base_url)
+    prof = build_profile(profile, device=device, llm_model=llm_model, llm_base_url=llm_base_url, llm_structured=llm_structured)
     if vision and prof.llm.backend != "openai":
         raise UserError("--vision needs an OpenAI-compatible vision model (--llm-base-url or --profile gpu)")
     with err.status("loading the objective"):
@@ -102,7 +105,7 @@ def retouch(
             continue
         loaded.append((i, path, image, note))
     llm = None
-    if replay is None and mode != "search":
+    if replay is None and mode not in ("search", "detect"):
         if planner == "rules":
             llm = RulePlanner()
         else:

@@ -13,7 +13,6 @@ summary.json and contact.jpg; see experiments/README.md.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import time
@@ -46,11 +45,13 @@ class BenchConfig:
     degradations: list[str] = field(default_factory=lambda: [*DEGRADATIONS, "underexpose+noise", "cast+low_contrast", "blur+noise"])
     strengths: list[int] = field(default_factory=lambda: [1, 2, 3])
     seed: int = 0
-    objective: str = "brisque=1,exposure=1,contrast=1,colourfulness=1,noise=1"
+    objective: str = "brisque=1,piqe=1,exposure=1,contrast=1,colourfulness=1,noise=1"
     trials: int = 24
     min_ssim: float = 0.6
     llm_subset: int = 0  # also plan this many images with the profile's offline LLM (SmolLM2)
     llm_profile: str = "tiny"
+    llm_structured: bool = False  # the offline LLM's plans grammar-constrained to the planner's schema
+    clean: bool = True  # the clean photographs too, as their own class: an agent must leave them alone
     contact_rows: int = 6
     description: str = ""
 
@@ -88,11 +89,16 @@ def load_photo(name: str, size: int):
     else:
         from skimage import data
 
-        if not hasattr(data, name):
+        if name in ("motorcycle_left", "motorcycle_right"):  # a stereo pair: one function gives both
+            array = data.stereo_motorcycle()[0 if name.endswith("left") else 1]
+        elif hasattr(data, name):
+            array = getattr(data, name)()
+        else:
             raise UserError(f"scikit-image has no photograph {name!r}")
-        array = getattr(data, name)()
+    if array.ndim == 2:  # a greyscale photograph (camera, grass): three equal channels
+        array = np.stack([array] * 3, axis=-1)
     if array.ndim != 3:
-        raise UserError(f"{name} is not a colour photograph")
+        raise UserError(f"{name} is not a photograph")
     x = torch.from_numpy(np.array(array[..., :3], copy=True)).permute(2, 0, 1).float() / 255
     h, w = x.shape[-2:]
     scale = size / max(h, w)
@@ -115,6 +121,8 @@ def degrade(x, kind: str, strength: int, seed: int):
     """The degraded photograph and what was done (with the numbers the oracle inverts)."""
     import torch
 
+    if kind == "clean":
+        return x, Degradation(kind, 0, {})
     rng = np.random.default_rng([seed, strength, sum(map(ord, kind))])
     params: dict[str, Any] = {}
     y = x[None]
@@ -225,6 +233,10 @@ def oracle(x, d: Degradation):
 
 
 BASELINES: dict[str, Callable] = {"none": lambda x: x, "CLAHE": clahe, "grey-world": grey_world,
+                                  # the other colour-cast estimators, each applied in full to every image
+                                  "white-patch": lambda x: apply_op("white_patch", x[None], 1.0)[0],
+                                  "shades-of-grey": lambda x: apply_op("shades_of_grey", x[None], 1.0)[0],
+                                  "grey-edge": lambda x: apply_op("grey_edge", x[None], 1.0)[0],
                                   "auto-enhance": auto_enhance}
 
 
@@ -234,11 +246,14 @@ BASELINES: dict[str, Callable] = {"none": lambda x: x, "CLAHE": clahe, "grey-wor
 def run_benchmark(path: Path, *, out: Path | None = None, progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     import torch
 
+    from promptevo.lab.retouch_report import contact_sheet, write_results
+    from promptevo.retouch.detect import statistics
     from promptevo.retouch.planner import (
         RetouchObjective,
         RetouchSettings,
         RulePlanner,
         complete_plan,
+        detection_plan,
         plan_with,
     )
     from promptevo.rewards.measures import describe
@@ -253,6 +268,7 @@ def run_benchmark(path: Path, *, out: Path | None = None, progress: Callable[[st
     score = lambda batch, members: objective.values(batch)  # noqa: E731
     photos = {name: load_photo(name, cfg.size) for name in cfg.photos}
     cases = [(name, kind, s) for name in cfg.photos for kind in cfg.degradations for s in cfg.strengths]
+    cases += [(name, "clean", 0) for name in cfg.photos] if cfg.clean else []
     rows: list[dict[str, Any]] = []
     orders: list[dict[str, Any]] = []
     sheet: list[tuple[str, list[tuple[str, Any]]]] = []
@@ -273,10 +289,12 @@ def run_benchmark(path: Path, *, out: Path | None = None, progress: Callable[[st
         x = degraded[None]
         arms = {"planner": RetouchSettings(mode="planner", min_ssim=cfg.min_ssim, seed=cfg.seed),
                 "search": RetouchSettings(mode="search", trials=cfg.trials, min_ssim=cfg.min_ssim, seed=cfg.seed),
-                "planner+search": RetouchSettings(mode="planner+search", trials=cfg.trials, min_ssim=cfg.min_ssim, seed=cfg.seed)}
+                "planner+search": RetouchSettings(mode="planner+search", trials=cfg.trials, min_ssim=cfg.min_ssim, seed=cfg.seed),
+                "detect": RetouchSettings(mode="detect", trials=cfg.trials, min_ssim=cfg.min_ssim, seed=cfg.seed)}
         outcomes = {}
         for arm, settings in arms.items():
-            after, outcome = complete_plan(x, plans[i] if arm != "search" else (None, {"status": "skipped"}), score, settings)
+            planned = {"search": (None, {"status": "skipped"}), "detect": detection_plan(statistics(x)[0])}.get(arm, plans[i])
+            after, outcome = complete_plan(x, planned, score, settings)
             results[arm], outcomes[arm] = after[0], outcome
         for arm, image in results.items():
             rows.append({"photo": name, "degradation": kind, "strength": s, "arm": arm, "psnr": psnr(image, clean),
@@ -292,13 +310,13 @@ def run_benchmark(path: Path, *, out: Path | None = None, progress: Callable[[st
                 image = apply_steps(x, [(st.op, st.value) for st in ordered + rest])[0]
                 record[label] = {"psnr": psnr(image, clean), "ssim": ssim(image, clean)}
             orders.append(record)
-        if (name, kind, s) in shown:
+        if (name, kind, s) in shown or (kind == "clean" and i == len(cases) - 1):
             sheet.append((f"{name}, {kind} x{s}", [("clean", clean), ("degraded", degraded), ("CLAHE", results["CLAHE"]),
-                                                  ("auto-enhance", results["auto-enhance"]), ("search", results["search"]),
-                                                  ("planner+search", results["planner+search"]), ("oracle", results["oracle"])]))
+                                                  ("auto-enhance", results["auto-enhance"]), ("planner+search", results["planner+search"]),
+                                                  ("detect", results["detect"]), ("oracle", results["oracle"])]))
     llm_rows = _llm_subset(cfg, degraded_all, score, progress) if cfg.llm_subset else []
     summary = summarise(cfg, rows, orders, llm_rows, time.perf_counter() - started)
-    _write(out, cfg, rows, orders, llm_rows, summary)
+    write_results(out, cfg, rows, orders, llm_rows, summary)
     if sheet:
         contact_sheet(sheet).save(out / "contact.jpg", quality=88)  # photographs: JPEG keeps it small
     return summary
@@ -313,11 +331,19 @@ def _llm_subset(cfg: BenchConfig, degraded_all, score, progress) -> list[dict[st
     from promptevo.rewards.measures import describe
 
     progress("loading the offline LLM")
-    llm = build_llm(get_profile(cfg.llm_profile).with_overrides().llm)
+    from dataclasses import replace
+
+    llm = build_llm(replace(get_profile(cfg.llm_profile).with_overrides().llm, structured=cfg.llm_structured))
     rng = np.random.default_rng([cfg.seed, 11])
-    picked = [degraded_all[i] for i in sorted(rng.choice(len(degraded_all), min(cfg.llm_subset, len(degraded_all)), replace=False))]
+    pool = [d for d in degraded_all if d[1] != "clean"]
+    picked = [pool[i] for i in sorted(rng.choice(len(pool), min(cfg.llm_subset, len(pool)), replace=False))]
     progress(f"the offline LLM plans {len(picked)} images")
-    plans = plan_with(llm, [describe(d[4][None])[0] for d in picked], seed=cfg.seed)
+    try:
+        plans = plan_with(llm, [describe(d[4][None])[0] for d in picked], seed=cfg.seed)
+    finally:
+        from promptevo.llms.backends import close_llm
+
+        close_llm(llm)
     rows = []
     settings = RetouchSettings(mode="planner+search", trials=cfg.trials, min_ssim=cfg.min_ssim, seed=cfg.seed)
     for (name, kind, s, clean, degraded, _), planned in zip(picked, plans):
@@ -328,8 +354,16 @@ def _llm_subset(cfg: BenchConfig, degraded_all, score, progress) -> list[dict[st
     return rows
 
 
+NO_REFERENCE = ("CLAHE", "grey-world", "white-patch", "shades-of-grey", "grey-edge", "auto-enhance", "planner", "search",
+                "planner+search", "detect")  # every arm that does not know the degradation
+
+
 def summarise(cfg: BenchConfig, rows, orders, llm_rows, seconds: float) -> dict[str, Any]:
+    """Degraded photographs in the main tables (paired with doing nothing); clean ones apart
+    (their untouched PSNR is infinite): how many each arm changed and by how much."""
     arms = list(dict.fromkeys(r["arm"] for r in rows))
+    clean_rows = [r for r in rows if r["degradation"] == "clean"]
+    rows = [r for r in rows if r["degradation"] != "clean"]
     by = {a: [r for r in rows if r["arm"] == a] for a in arms}
     none = by["none"]
     table = []
@@ -341,14 +375,17 @@ def summarise(cfg: BenchConfig, rows, orders, llm_rows, seconds: float) -> dict[
                       "ssim_vs_none": ds.to_dict()})
     pairs = {}
     for a, b in [("planner+search", "search"), ("planner+search", "planner"), ("search", "auto-enhance"),
-                 ("planner+search", "auto-enhance"), ("planner+search", "CLAHE"), ("planner+search", "grey-world")]:
+                 ("planner+search", "auto-enhance"), ("planner+search", "CLAHE"), ("planner+search", "grey-world"),
+                 ("detect", "none"), ("detect", "planner+search"), ("detect", "CLAHE"), ("detect", "auto-enhance")]:
         pairs[f"{a} - {b}"] = {"psnr": mean_ci([x["psnr"] - y["psnr"] for x, y in zip(by[a], by[b])]).to_dict(),
                                "ssim": mean_ci([x["ssim"] - y["ssim"] for x, y in zip(by[a], by[b])]).to_dict()}
-    per_degradation = {}
-    for kind in cfg.degradations:
-        base = [r["psnr"] for r in none if r["degradation"] == kind]
-        per_degradation[kind] = {a: float(np.mean([r["psnr"] for r in by[a] if r["degradation"] == kind]) - np.mean(base))
-                                 for a in arms}
+    per_degradation = {kind: {a: mean_ci([r["psnr"] - n["psnr"] for r, n in zip(by[a], none) if r["degradation"] == kind]).to_dict()
+                              for a in arms} for kind in cfg.degradations}
+    clean = {a: {"images": sum(r["arm"] == a for r in clean_rows),
+                 "changed": sum(r["arm"] == a and math.isfinite(r["psnr"]) for r in clean_rows),
+                 "worst_psnr": min((min(r["psnr"], 100.0) for r in clean_rows if r["arm"] == a), default=100.0),
+                 "mean_ssim": float(np.mean([r["ssim"] for r in clean_rows if r["arm"] == a])) if clean_rows else 1.0}
+             for a in arms}
     order_table = {}
     if orders:
         for label in ["agent", *RESTORE_ORDERS]:
@@ -360,79 +397,37 @@ def summarise(cfg: BenchConfig, rows, orders, llm_rows, seconds: float) -> dict[
                 "ssim": mean_ci([o["agent"]["ssim"] - o[label]["ssim"] for o in orders]).to_dict()}
     llm = {}
     if llm_rows:
-        llm = {"images": len(llm_rows), "valid_plans": sum(r["status"] == "ok" for r in llm_rows),
+        llm = {"images": len(llm_rows), "valid_plans": sum(r["status"] == "ok" for r in llm_rows), "structured": cfg.llm_structured,
                "psnr_gain": mean_ci([r["psnr"] - r["psnr_degraded"] for r in llm_rows]).to_dict(), "rows": llm_rows}
-    return {"name": cfg.name, "images": len(none), "photos": cfg.photos, "degradations": cfg.degradations,
-            "strengths": cfg.strengths, "objective": cfg.objective, "trials": cfg.trials, "min_ssim": cfg.min_ssim,
-            "table": table, "pairs": pairs, "per_degradation_psnr_gain": per_degradation,
-            "restore_orders": {"images": len(orders), **order_table}, "offline_llm": llm, "seconds": round(seconds, 1)}
+    summary = {"name": cfg.name, "images": len(none), "clean_images": len(clean_rows) // max(1, len(arms)), "photos": cfg.photos,
+               "degradations": cfg.degradations, "strengths": cfg.strengths, "objective": cfg.objective, "trials": cfg.trials,
+               "min_ssim": cfg.min_ssim, "table": table, "pairs": pairs, "per_degradation_psnr_gain": per_degradation,
+               "clean": clean, "restore_orders": {"images": len(orders), **order_table}, "offline_llm": llm,
+               "seconds": round(seconds, 1)}
+    summary["aims"] = aims(summary, by)
+    return summary
 
 
-def _ci(d: dict[str, Any], digits: int = 2) -> str:
-    return f"{d['mean']:+.{digits}f} [{d['ci_low']:+.{digits}f}, {d['ci_high']:+.{digits}f}]"
+def aims(summary: dict[str, Any], by: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The issue's four aims, for the best arm that does not know the degradation (by PSNR gain):
+    beats doing nothing on PSNR and SSIM (CIs above zero); loses no class (no class's CI below
+    zero); leaves the clean photographs unchanged (or at 60 dB or more: invisible); beats CLAHE and
+    auto-enhance on both measures (paired CIs above zero)."""
+    rows = {r["arm"]: r for r in summary["table"]}
+    candidates = [a for a in NO_REFERENCE if a in rows]
+    if not candidates:
+        return {}
+    best = max(candidates, key=lambda a: rows[a]["psnr_vs_none"]["mean"])
+    r = rows[best]
+    clean = summary["clean"].get(best, {})
 
+    def beats(b: str) -> dict[str, Any]:
+        d = {m: mean_ci([x[m] - y[m] for x, y in zip(by[best], by[b])]).to_dict() for m in ("psnr", "ssim")}
+        return {**d, "beats": all(v["ci_low"] > 0 for v in d.values())}
 
-def _write(out: Path, cfg: BenchConfig, rows, orders, llm_rows, summary) -> None:
-    with open(out / "results.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    lines = [f"# {cfg.name}: {summary['images']} degraded photographs, full-reference scores", "",
-             cfg.description.strip(), "",
-             f"Photographs: {', '.join(cfg.photos)} (longer side {cfg.size} px); degradations: "
-             f"{', '.join(cfg.degradations)}; strengths {cfg.strengths}; objective `{cfg.objective}`; "
-             f"{cfg.trials} trials per search; SSIM guard {cfg.min_ssim}. Means with 95% CIs over images; "
-             f"differences are paired on the same image. {summary['seconds']:.0f} s.", "",
-             "| arm | PSNR (dB) | SSIM | PSNR vs none | SSIM vs none |", "| --- | --- | --- | --- | --- |"]
-    for r in summary["table"]:
-        lines.append(f"| {r['arm']} | {r['psnr']['mean']:.2f} [{r['psnr']['ci_low']:.2f}, {r['psnr']['ci_high']:.2f}] | "
-                     f"{r['ssim']['mean']:.3f} [{r['ssim']['ci_low']:.3f}, {r['ssim']['ci_high']:.3f}] | "
-                     f"{_ci(r['psnr_vs_none'])} | {_ci(r['ssim_vs_none'], 3)} |")
-    lines += ["", "Paired differences:", "", "| comparison | PSNR (dB) | SSIM |", "| --- | --- | --- |"]
-    for k, v in summary["pairs"].items():
-        lines.append(f"| {k} | {_ci(v['psnr'])} | {_ci(v['ssim'], 3)} |")
-    arms = [r["arm"] for r in summary["table"]]
-    lines += ["", "Mean PSNR gain over the degraded image, by degradation (dB):", "",
-              "| degradation | " + " | ".join(arms) + " |", "| --- |" + " --- |" * len(arms)]
-    for kind, gains in summary["per_degradation_psnr_gain"].items():
-        lines.append(f"| {kind} | " + " | ".join(f"{gains[a]:+.2f}" for a in arms) + " |")
-    ro = summary["restore_orders"]
-    lines += ["", f"Restoration order (RestoreAgent), on the {ro['images']} images whose planner+search plan has two or "
-              "more restoration tools, same values in each order:", ""]
-    if ro["images"]:
-        lines += ["| order | PSNR (dB) | SSIM |", "| --- | --- | --- |"]
-        for k in ["agent", *RESTORE_ORDERS, *[f"agent - {label}" for label in RESTORE_ORDERS]]:
-            lines.append(f"| {k} | {_ci(ro[k]['psnr'])} | {_ci(ro[k]['ssim'], 3)} |")
-    if summary["offline_llm"]:
-        o = summary["offline_llm"]
-        lines += ["", f"The offline LLM (SmolLM2-135M) as the planner on {o['images']} of the images: "
-                  f"{o['valid_plans']} valid plans; planner+search PSNR gain over the degraded image {_ci(o['psnr_gain'])} dB.", "",
-                  "| photo | degradation | reply | its plan | result |", "| --- | --- | --- | --- | --- |"]
-        for r in o["rows"]:
-            lines.append(f"| {r['photo']} | {r['degradation']} x{r['strength']} | {r['status']} | "
-                         f"{r['plan'] if r['plan'] is not None else '-'} | {r['source']}, PSNR {r['psnr_degraded']:.2f} -> {r['psnr']:.2f} |")
-    (out / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-def contact_sheet(rows: list[tuple[str, list[tuple[str, Any]]]]):
-    """A grid for people: one row per example, one column per arm, labelled."""
-    from PIL import Image, ImageDraw
-
-    from promptevo.images import to_uint8
-
-    cell_h = max(img.shape[-2] for _, cells in rows for _, img in cells)
-    cell_w = max(img.shape[-1] for _, cells in rows for _, img in cells)
-    cols = len(rows[0][1])
-    label_h = 14
-    sheet = Image.new("RGB", (cols * (cell_w + 4), len(rows) * (cell_h + 2 * label_h + 4) + label_h), "white")
-    draw = ImageDraw.Draw(sheet)
-    for c, (label, _) in enumerate(rows[0][1]):
-        draw.text((c * (cell_w + 4) + 2, 1), label, fill="black")
-    for r, (title, cells) in enumerate(rows):
-        top = label_h + r * (cell_h + 2 * label_h + 4)
-        draw.text((2, top), title, fill="black")
-        for c, (_, img) in enumerate(cells):
-            tile = Image.fromarray(to_uint8(img[None])[0].permute(1, 2, 0).numpy())
-            sheet.paste(tile, (c * (cell_w + 4), top + label_h))
-    return sheet
+    return {"best_arm": best,
+            "beats_none_psnr_and_ssim": r["psnr_vs_none"]["ci_low"] > 0 and r["ssim_vs_none"]["ci_low"] > 0,
+            "classes_lost": [k for k, v in summary["per_degradation_psnr_gain"].items() if v[best]["ci_high"] < 0],
+            "clean_unchanged": clean.get("changed", 0) == 0 or clean.get("worst_psnr", 0) >= 60.0,
+            "clean_changed": clean.get("changed"), "clean_images": clean.get("images"),
+            "against": {b: beats(b) for b in ("CLAHE", "auto-enhance") if b in by}}

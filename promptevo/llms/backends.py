@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import logging
 import os
 import random
 import threading
@@ -25,6 +26,8 @@ from pathlib import Path
 from promptevo.config import LLMConfig
 from promptevo.errors import ModelNotFound, UserError
 from promptevo.registry import Completion, Message, Request, register_llm
+
+log = logging.getLogger(__name__)
 
 
 class LLMUnavailable(UserError):
@@ -101,6 +104,12 @@ class OpenAIChatLLM:
             except openai.APIStatusError as exc:
                 status = exc.status_code
                 body = str(getattr(exc, "body", "") or exc)
+                if status == 400 and structure and "response_format" in body:
+                    # A server without structured outputs: the tolerant parsers read free text.
+                    log.warning("the LLM server does not take response_format (%s); asking for free text", _short(body, 120))
+                    self.structured, structure = False, None
+                    max_tokens = self.config.max_new_tokens
+                    continue
                 if status in (401, 403, 404) or "insufficient_quota" in body:
                     raise LLMFatalError(
                         f"the LLM server refused the request ({status}): {_short(body)}. "

@@ -54,6 +54,17 @@ _AS_TEXT: dict[str, Callable[[dict], str]] = {
 }
 
 
+def register(role: str, schema: dict[str, Any], to_text: Callable[[dict], str], min_tokens: int) -> None:
+    """A role defined above this layer (the retouch planner) brings its own schema, the text form
+    its parser reads, and the tokens its reply needs."""
+    SCHEMAS[role], _AS_TEXT[role], MIN_TOKENS[role] = schema, to_text, min_tokens
+
+
+def obj(**properties: Any) -> dict[str, Any]:
+    """A JSON-schema object with exactly these properties, all required."""
+    return _obj(**properties)
+
+
 _STRING = r'"((?:[^"\\]|\\.)*)'  # a JSON string's body, closed or cut off
 
 
@@ -70,6 +81,14 @@ def _strings(key: str, reply: str, closed: bool = False) -> list[str]:
 
 def _salvage(role: str, reply: str) -> str:
     """The text fields of a JSON reply cut off by the token limit, in the role's text form."""
+    if role == "retouch_planner":  # the finished steps; a plan cut before its first step stays as it is
+        steps = []
+        for m in re.finditer(r"\{[^{}]*\}", reply):
+            try:
+                steps.append(json.loads(m.group(0)))
+            except ValueError:
+                continue
+        return json.dumps(steps) if steps else reply
     if role == "gradient":
         pairs = list(zip(_strings("inference", reply, closed=True), _strings("improvement", reply, closed=True)))
         return _critiques({"critiques": [{"inference": i, "improvement": m} for i, m in pairs]}) if pairs else reply

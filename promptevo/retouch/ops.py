@@ -174,6 +174,38 @@ def white_balance(x, v):
     return x * (target / means) ** v
 
 
+def _illuminant_op(estimate: Callable):
+    """A white balance from an illuminant estimate in linear light ([N, 3, 1, 1]): each channel
+    scaled so the estimate becomes grey, `v` of the way (in log gain)."""
+
+    def apply(x, v):
+        lin = _to_linear(x)
+        e = estimate(lin).clamp(min=1e-4)
+        return _to_srgb(lin * (e.mean(1, keepdim=True) / e) ** v)
+
+    return apply
+
+
+def _minkowski(a, p: float = 6.0):
+    return a.flatten(2).pow(p).mean(2).pow(1 / p)[..., None, None]
+
+
+def _white_patch(lin):
+    """Max-RGB, robustly: each channel's 99th percentile."""
+    import torch
+
+    return torch.quantile(lin.flatten(2).float(), 0.99, dim=2).to(lin.dtype)[..., None, None]
+
+
+def _grey_edge(lin):
+    """Grey-edge (van de Weijer et al. 2007): the Minkowski p=6 mean of each channel's gradient
+    magnitude; edges are achromatic on average even where the scene's colours are not."""
+    from kornia.filters import spatial_gradient
+
+    g = spatial_gradient(lin, mode="sobel")  # [N, 3, 2, H, W]
+    return _minkowski(g.pow(2).sum(2).sqrt())
+
+
 def deblock(x, v):
     """Smooth across the 8x8 block edges of JPEG-like compression, and only there."""
     import torch
@@ -212,6 +244,12 @@ def _library() -> dict[str, OpInfo]:
         OpInfo("low_light", "restore", 0, 1, "lifts dark tones by a luminance gamma of 1/(1+2 value)", low_light),
         OpInfo("white_balance", "restore", 0, 1, "grey-world white balance, value = how far", white_balance),
         OpInfo("deblock", "restore", 0, 1, "smooths 8x8 block edges (compression artefacts)", deblock),
+        OpInfo("white_patch", "restore", 0, 1, "white balance from the brightest tones (max-RGB), value = how far",
+               _illuminant_op(_white_patch)),
+        OpInfo("shades_of_grey", "restore", 0, 1, "white balance from the p=6 mean of each channel (shades of grey)",
+               _illuminant_op(_minkowski)),
+        OpInfo("grey_edge", "restore", 0, 1, "white balance from the colours of edges (grey-edge), value = how far",
+               _illuminant_op(_grey_edge)),
     ]
     return {op.name: op for op in ops}
 

@@ -18,9 +18,11 @@ from typing import Any
 
 from promptevo.errors import UserError
 from promptevo.evaluation.evaluator import PostOp
+from promptevo.llms.parsing import clean_text
 from promptevo.retouch.ops import OPS, STAGES
 
 MAX_STEPS = 16
+MAX_REASON = 300
 
 
 class PlanError(UserError):
@@ -91,7 +93,7 @@ def validate(items: Any, *, where: str = "plan") -> Plan:
                             f"stages run in the order {', '.join(STAGES)}")
         seen.add(op)
         stage_at = stage
-        steps.append(Step(op, value, str(item.get("reason", "")).strip()))
+        steps.append(Step(op, value, clean_text(str(item.get("reason", "")), MAX_REASON)))  # printable text only
     return Plan(tuple(steps))
 
 

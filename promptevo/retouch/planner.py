@@ -3,9 +3,13 @@ which tools, in which order, why), then refine the plan's values against a no-re
 objective with optuna, under an identity guard (SSIM to the input at or above a threshold).
 
 Modes: `planner` (the plan as written), `search` (no LLM: optuna over a fixed set of operations),
-`planner+search` (the plan's operations, its values as the first trial). A reply that is not a
-valid plan falls back to the search alone and says so in the outcome. Whatever the mode, the
-result never breaks the guard: a plan that does is replaced by no operation, and recorded.
+`planner+search` (the plan's operations, its values as the first trial), `detect` (no LLM:
+detection before action, `retouch.detect`: only the operations that treat a degradation detected
+with confidence, their values refined by the search; nothing detected, the image unchanged). A
+reply that is not a valid plan falls back to the search alone and says so in the outcome.
+Whatever the mode, the result never breaks the guards: a plan whose result loses SSIM to the
+input below the threshold, or scores below the untouched image on the objective itself, is
+replaced by no operation, and recorded.
 
 The same code serves one photograph (`promptevo retouch`) and a set of renders that share one
 plan (`optimize --retouch auto`): a trial applies one set of values to every image of the set.
@@ -31,8 +35,8 @@ from promptevo.retouch.plan import (
 )
 from promptevo.rewards.measures import describe, ssim_batch
 
-MODES = ("planner", "search", "planner+search")
-DEFAULT_OBJECTIVE = "brisque=1,exposure=1,contrast=1,colourfulness=1,noise=1"
+MODES = ("planner", "search", "planner+search", "detect")
+DEFAULT_OBJECTIVE = "brisque=1,piqe=1,exposure=1,contrast=1,colourfulness=1,noise=1"
 SEARCH_OPS = ("white_balance", "denoise", "sharpen", "exposure", "contrast", "shadows", "saturation", "tint")
 GUARD_PENALTY = 1e3
 
@@ -61,7 +65,8 @@ class RetouchSettings:
 @dataclass
 class Outcome:
     plan: Plan
-    source: str  # planner, search, planner+search, fallback-search (malformed plan), guard (plan broke it: none)
+    source: str  # planner, search, planner+search, detect, fallback-search (malformed plan), nothing detected,
+    # guard (SSIM guard broken: none), objective guard (scored below the untouched image: none)
     planner: dict[str, Any]  # status (ok, malformed, failed, skipped), error, reply
     objective_before: float
     objective_after: float
@@ -127,6 +132,20 @@ def _operations_text() -> str:
                      if not o["op"].startswith(("hue_", "saturation_", "luminance_")) or o["op"].endswith("_red")) + \
         "\n- hue_BAND, saturation_BAND, luminance_BAND (colour-specific, -1..1) for BAND in red, orange, yellow, " \
         "green, aqua, blue, purple, magenta"
+
+
+def _register_schema() -> None:
+    """The planner's structured reply: {"plan": [{op, value, reason}, ...]}, the operation one of
+    OPS (a grammar-constrained server cannot invent one); an empty plan is a right answer. Value
+    ranges and stage order stay with the plan's own validation, which names the wrong step."""
+    from promptevo.llms import schemas
+
+    step = schemas.obj(op={"enum": sorted(OPS)}, value={"type": "number"}, reason={"type": "string", "minLength": 1, "maxLength": 120})
+    schemas.register("retouch_planner", schemas.obj(plan={"type": "array", "maxItems": 8, "items": step}),
+                     lambda d: json.dumps(d["plan"]), min_tokens=320)
+
+
+_register_schema()
 
 
 def planner_fields(measures: Mapping[str, float]) -> dict[str, Any]:
@@ -207,20 +226,28 @@ class RulePlanner:
 
 
 def search(images, score_fn: Callable[[Any, list[int]], Sequence[float]], settings: RetouchSettings,
-           start: Plan | None = None) -> tuple[Plan, dict[str, Any]]:
+           start: Plan | None = None, directed: bool = False) -> tuple[Plan, dict[str, Any]]:
     """Optuna's TPE over the values of `start`'s operations (or SEARCH_OPS), every image of the
     set getting the same values. Trials go in batches; the first is `start`'s values (or no
     operation), so the result is never worse on the objective than where it started. Each trial
     pays `edit_cost` per operation moved across its whole range, so among equal scores the
     smaller edit wins (the objective is blind to much of what a photograph should keep). A trial
-    whose mean SSIM to the inputs is below the guard is penalised."""
+    whose mean SSIM to the inputs is below the guard is penalised. `directed`: each value stays
+    between neutral and the range's end on the start value's side (a detected degradation is
+    corrected, never made worse)."""
     import optuna
     import torch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     plan = start if start is not None and start.steps else Plan(tuple(Step(op, OPS[op].neutral) for op in SEARCH_OPS))
     ops = plan.ops()
-    dists = {op: optuna.distributions.FloatDistribution(OPS[op].low, OPS[op].high) for op in ops}
+    def bounds(step: Step) -> tuple[float, float]:
+        info = OPS[step.op]
+        if not directed:
+            return info.low, info.high
+        return (info.neutral, info.high) if step.value >= info.neutral else (info.low, info.neutral)
+
+    dists = {s.op: optuna.distributions.FloatDistribution(*bounds(s)) for s in plan.steps}
     sampler = optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=min(8, settings.trials), multivariate=True)
     study = optuna.create_study(direction="maximize", sampler=sampler)
     study.enqueue_trial({s.op: s.value for s in plan.steps})
@@ -262,25 +289,49 @@ def complete_plan(images, planned: tuple[Plan | None, dict[str, Any]], score_fn,
     if plan_in is not None:
         plan_in = sort_by_stage(plan_in.steps)
     trials = 0
+    members = list(range(len(images)))
+    before_v = float(torch.tensor(list(score_fn(images, members)), dtype=torch.float64).mean())
+    if settings.mode == "detect" and (plan_in is None or not plan_in.steps):  # nothing to act on: untouched
+        stats = _mean(describe(images))
+        return images, Outcome(Plan(), "nothing detected", planner, before_v, before_v, 1.0, 0, stats, stats)
     if settings.mode == "planner" and plan_in is not None:
         plan, source = plan_in, "planner"
     else:
-        found, info = search(images, score_fn, settings, start=plan_in)
+        found, info = search(images, score_fn, settings, start=plan_in, directed=settings.mode == "detect")
         source = settings.mode if plan_in is not None or settings.mode == "search" else "fallback-search"
         plan, trials = _search_reason(found, plan_in is not None), info["trials"]
-    after = apply_steps(images, plan.pairs())
-    guard = float(ssim_batch(after, images).mean())
+    after = apply_steps(images, plan.pairs()) if plan.steps else images
+    guard = float(ssim_batch(after, images).mean()) if plan.steps else 1.0
     if guard < settings.min_ssim:
         planner = {**planner, "guard": f"SSIM to the input {guard:.3f} is below {settings.min_ssim:g}: not applied"}
         plan, source, after, guard = Plan(), "guard", images, 1.0
-    members = list(range(len(images)))
-    before_v = float(torch.tensor(list(score_fn(images, members)), dtype=torch.float64).mean())
     after_v = float(torch.tensor(list(score_fn(after, members)), dtype=torch.float64).mean()) if plan.steps else before_v
+    if after_v < before_v:  # never apply what the objective itself scores below the untouched image
+        planner = {**planner, "objective_guard": f"objective {after_v:.4g} after is below {before_v:.4g} before: not applied"}
+        plan, source, after, guard, after_v = Plan(), "objective guard", images, 1.0, before_v
     outcome = Outcome(plan, source, planner, before_v, after_v, guard, trials, _mean(describe(images)), _mean(describe(after)))
     return after, outcome
 
 
+def detection_plan(stats: Mapping[str, float]) -> tuple[Plan, dict[str, Any]]:
+    """The detect mode's plan: one step per degradation detected with confidence, its value from
+    the statistic; every finding (acted on or not) goes to the sidecar."""
+    from promptevo.retouch.detect import acted, detect
+
+    findings = detect(stats)
+    steps = [Step(f.op, round(min(max(f.value, OPS[f.op].low), OPS[f.op].high), 3),
+                  f"{f.degradation} detected (confidence {f.confidence:.2f}): {f.evidence}") for f in acted(findings)]
+    meta = {"status": "ok" if steps else "nothing detected", "detected": [f.to_dict() for f in findings], "statistics": dict(stats)}
+    return sort_by_stage(steps), meta
+
+
 def _planned(llm, measures, images, settings: RetouchSettings, **log) -> list[tuple[Plan | None, dict[str, Any]]]:
+    if settings.mode == "detect":
+        from promptevo.retouch.detect import statistics
+
+        batch = images if not isinstance(images, list) else None
+        stats = statistics(batch) if batch is not None else [statistics(im[None])[0] for im in images]
+        return [detection_plan(st) for st in stats]
     if settings.mode == "search":
         return [(None, {"status": "skipped"})] * len(measures)
     if llm is None:
@@ -295,7 +346,13 @@ def retouch_set(images, llm, score_fn: Callable[[Any, list[int]], Sequence[float
     `members[i]` says which of the set batch[i] is). Objective and SSIM are means over the set.
     `log`: store and run_id, to log the planner's call with the run's."""
     settings.validate()
-    planned = _planned(llm, [_mean(describe(images))], images[:1], settings, **log)[0]
+    planned: tuple[Plan | None, dict[str, Any]]
+    if settings.mode == "detect":
+        from promptevo.retouch.detect import statistics
+
+        planned = detection_plan(_mean(statistics(images)))
+    else:
+        planned = _planned(llm, [_mean(describe(images))], images[:1], settings, **log)[0]
     return complete_plan(images, planned, score_fn, settings)
 
 
