@@ -72,16 +72,14 @@ def mscn(image: np.ndarray) -> np.ndarray:
 
 
 _GAMMAS = np.arange(0.2, 10, 0.001)
-_RHO = None
 
 
+@functools.cache
 def _rho() -> np.ndarray:
-    global _RHO
-    if _RHO is None:
-        from scipy.special import gamma
+    """The generalised Gaussian's moment ratio over the table of shapes the fit chooses from."""
+    from scipy.special import gamma
 
-        _RHO = gamma(2 / _GAMMAS) ** 2 / (gamma(1 / _GAMMAS) * gamma(3 / _GAMMAS))
-    return _RHO
+    return gamma(2 / _GAMMAS) ** 2 / (gamma(1 / _GAMMAS) * gamma(3 / _GAMMAS))
 
 
 def aggd(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
