@@ -14,17 +14,18 @@ from typing import Any
 _TEXT = {"type": "string", "minLength": 1}
 
 
-def _obj(**properties: Any) -> dict[str, Any]:
+def obj(**properties: Any) -> dict[str, Any]:
+    """A JSON-schema object with exactly these properties, all required."""
     return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
 
 
 SCHEMAS: dict[str, dict[str, Any]] = {
-    "generator": _obj(prompt={**_TEXT, "maxLength": 300}),
-    "gradient": _obj(critiques={"type": "array", "minItems": 1, "maxItems": 3,
-                                "items": _obj(inference={**_TEXT, "maxLength": 160}, improvement={**_TEXT, "maxLength": 160})}),
-    "modifier": _obj(instruction={**_TEXT, "maxLength": 400}),
-    "merge": _obj(instruction={**_TEXT, "maxLength": 400}),
-    "objective_agent": _obj(weights={"type": "object", "additionalProperties": {"type": "number", "minimum": 0, "maximum": 1}},
+    "generator": obj(prompt={**_TEXT, "maxLength": 300}),
+    "gradient": obj(critiques={"type": "array", "minItems": 1, "maxItems": 3,
+                                "items": obj(inference={**_TEXT, "maxLength": 160}, improvement={**_TEXT, "maxLength": 160})}),
+    "modifier": obj(instruction={**_TEXT, "maxLength": 400}),
+    "merge": obj(instruction={**_TEXT, "maxLength": 400}),
+    "objective_agent": obj(weights={"type": "object", "additionalProperties": {"type": "number", "minimum": 0, "maximum": 1}},
                             reason={**_TEXT, "maxLength": 300}),
 }
 
@@ -54,15 +55,27 @@ _AS_TEXT: dict[str, Callable[[dict], str]] = {
 }
 
 
-def register(role: str, schema: dict[str, Any], to_text: Callable[[dict], str], min_tokens: int) -> None:
+_SALVAGE: dict[str, Callable[[str], str]] = {}
+
+
+def register(role: str, schema: dict[str, Any], to_text: Callable[[dict], str], min_tokens: int,
+             salvage: Callable[[str], str] | None = None) -> None:
     """A role defined above this layer (the retouch planner) brings its own schema, the text form
-    its parser reads, and the tokens its reply needs."""
+    its parser reads, the tokens its reply needs, and how to salvage a reply cut off mid-JSON."""
     SCHEMAS[role], _AS_TEXT[role], MIN_TOKENS[role] = schema, to_text, min_tokens
+    if salvage is not None:
+        _SALVAGE[role] = salvage
 
 
-def obj(**properties: Any) -> dict[str, Any]:
-    """A JSON-schema object with exactly these properties, all required."""
-    return _obj(**properties)
+def finished_objects(reply: str) -> list[Any]:
+    """The flat JSON objects a (possibly cut-off) reply finished: a list's whole items."""
+    out = []
+    for m in re.finditer(r"\{[^{}]*\}", reply):
+        try:
+            out.append(json.loads(m.group(0)))
+        except ValueError:
+            continue
+    return out
 
 
 _STRING = r'"((?:[^"\\]|\\.)*)'  # a JSON string's body, closed or cut off
@@ -81,14 +94,8 @@ def _strings(key: str, reply: str, closed: bool = False) -> list[str]:
 
 def _salvage(role: str, reply: str) -> str:
     """The text fields of a JSON reply cut off by the token limit, in the role's text form."""
-    if role == "retouch_planner":  # the finished steps; a plan cut before its first step stays as it is
-        steps = []
-        for m in re.finditer(r"\{[^{}]*\}", reply):
-            try:
-                steps.append(json.loads(m.group(0)))
-            except ValueError:
-                continue
-        return json.dumps(steps) if steps else reply
+    if role in _SALVAGE:
+        return _SALVAGE[role](reply)
     if role == "gradient":
         pairs = list(zip(_strings("inference", reply, closed=True), _strings("improvement", reply, closed=True)))
         return _critiques({"critiques": [{"inference": i, "improvement": m} for i, m in pairs]}) if pairs else reply

@@ -141,8 +141,12 @@ def _register_schema() -> None:
     from promptevo.llms import schemas
 
     step = schemas.obj(op={"enum": sorted(OPS)}, value={"type": "number"}, reason={"type": "string", "minLength": 1, "maxLength": 120})
+    def salvage(reply: str) -> str:  # the finished steps; a plan cut before its first step stays as it is
+        steps = schemas.finished_objects(reply)
+        return json.dumps(steps) if steps else reply
+
     schemas.register("retouch_planner", schemas.obj(plan={"type": "array", "maxItems": 8, "items": step}),
-                     lambda d: json.dumps(d["plan"]), min_tokens=320)
+                     lambda d: json.dumps(d["plan"]), min_tokens=320, salvage=salvage)
 
 
 _register_schema()
@@ -329,9 +333,7 @@ def _planned(llm, measures, images, settings: RetouchSettings, **log) -> list[tu
     if settings.mode == "detect":
         from promptevo.retouch.detect import statistics
 
-        batch = images if not isinstance(images, list) else None
-        stats = statistics(batch) if batch is not None else [statistics(im[None])[0] for im in images]
-        return [detection_plan(st) for st in stats]
+        return [detection_plan(statistics(im[None])[0]) for im in images]  # one image at a time: sizes differ
     if settings.mode == "search":
         return [(None, {"status": "skipped"})] * len(measures)
     if llm is None:
