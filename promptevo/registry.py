@@ -94,6 +94,7 @@ class Completion:
     latency_s: float | None = None
     attempts: int = 1
     error: str | None = None
+    top_logprobs: tuple[tuple[str, float], ...] | None = None  # the first token's, when asked and given
 
     @property
     def ok(self) -> bool:
@@ -229,6 +230,7 @@ BUILTINS = (  # modules that register the built-in kinds, imported on first use 
     "promptevo.rewards.aesthetic",
     "promptevo.rewards.brisque",
     "promptevo.rewards.naturalness",
+    "promptevo.rewards.alignment",
     "promptevo.rewards.fidelity",
     "promptevo.lab.synthetic",
     "promptevo.rewards.imagereward",

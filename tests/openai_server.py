@@ -1,6 +1,8 @@
 """A real HTTP server on 127.0.0.1 that speaks the chat-completions protocol, scripted per
 request: each behaviour is popped from a queue ("ok", "429", "500", "401", "malformed",
-"empty", "slow"); when the queue is empty it answers "ok"."""
+"empty", "slow"); when the queue is empty it answers "ok". As a vision model: `answer(body)` gives
+the reply per request (it sees the image parts), `logprobs(body)` the first token's top
+alternatives as (token, logprob) pairs, and `refuse_logprobs` answers 400 to a logprobs request."""
 
 from __future__ import annotations
 
@@ -17,6 +19,9 @@ class ScriptedServer:
         self.reply = reply
         self.slow_s = slow_s
         self.refuse_format = False  # answer 400 to a request with response_format, as a server without it does
+        self.refuse_logprobs = False
+        self.answer = None  # body -> reply text
+        self.logprobs = None  # body -> [(token, logprob), ...]
         self.lock = threading.Lock()
         outer = self
 
@@ -31,14 +36,20 @@ class ScriptedServer:
                     what = outer.behaviours.pop(0) if outer.behaviours else "ok"
                 if outer.refuse_format and "response_format" in body:
                     return self._send(400, {"error": {"message": "'response_format' is not supported by this model"}})
+                if outer.refuse_logprobs and body.get("logprobs"):
+                    return self._send(400, {"error": {"message": "logprobs are not supported"}})
                 if what == "slow":
                     time.sleep(outer.slow_s)
                     what = "ok"
                 if what == "ok":
+                    choice = {"index": 0, "finish_reason": "stop",
+                              "message": {"role": "assistant", "content": outer.answer(body) if outer.answer else outer.reply}}
+                    if body.get("logprobs") and outer.logprobs:
+                        top = [{"token": t, "logprob": lp, "bytes": None} for t, lp in outer.logprobs(body)]
+                        choice["logprobs"] = {"content": [{**top[0], "top_logprobs": top}]}
                     return self._send(200, {
                         "id": "x", "object": "chat.completion", "created": 0, "model": body.get("model"),
-                        "choices": [{"index": 0, "finish_reason": "stop",
-                                     "message": {"role": "assistant", "content": outer.reply}}],
+                        "choices": [choice],
                         "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
                     })
                 if what == "429":

@@ -312,7 +312,7 @@ def test_report_has_round_ticks_an_outside_legend_critiques_and_timings(tmp_path
     # the budget: gain against the images the optimiser scored, round by round, and the answer's held-out gain
     with Store(db, readonly=True) as s:
         budget = RunRepository(s).budget(run_id)
-    assert f"{budget['images']} images scored, {budget['search_images']} of them to decide" in page
+    assert f"{budget['images']} images scored ({budget['search_images']} to decide), {budget['llm_calls']} LLM calls" in page
     gain_plot = re.search(r"<h2>Budget</h2>.*?(<svg.*?</svg>)", page, re.S).group(1)
     xs = [int(x) for x in re.findall(r'text-anchor="middle">(\d+)</text>', gain_plot)]
     assert xs == sorted(xs) and len(xs) >= 3 and xs[-1] == budget["search_images"]

@@ -163,3 +163,8 @@ RayActorsOpt = Annotated[int | None, typer.Option(min=1, help="With --workers ra
 MaxModelsOpt = Annotated[int, typer.Option(min=1, help="Render models kept loaded at once (variants of one model share it); the least recently used is released first.")]
 ObjectiveOpt = Annotated[str | None, typer.Option(help="Weighted rewards from `promptevo rewards`, e.g. hps=1,clip=0.5,aesthetic=0.2; each reward's gain is divided by its scale. Default: HPS alone.")]
 GuardOpt = Annotated[list[str] | None, typer.Option(help="Reward that must not drop below the naive prompt's by more than a tolerance (KIND or KIND:TOLERANCE, default one scale unit); a rewrite that does is penalised. Repeatable.")]
+
+MaxImagesOpt = Annotated[int | None, typer.Option(min=0, help="Stop before a stage that would take the run past this many scored images (raise it on `runs resume`).")]
+MaxLLMCallsOpt = Annotated[int | None, typer.Option(min=0, help="Stop before a stage that would take the run past this many LLM calls.")]
+MaxCostOpt = Annotated[float | None, typer.Option(min=0, help="Stop before a stage that would take the LLM's cost past this many dollars (tokens x --price).")]
+PriceOpt = Annotated[list[str] | None, typer.Option(help="A model's price, MODEL=IN,OUT in dollars per million input and output tokens (over the built-in table). Repeatable.")]

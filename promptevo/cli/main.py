@@ -81,6 +81,38 @@ def rewards(as_json: JsonOpt = False):
 
 
 @app.command()
+def alignment(
+    prompts: Annotated[list[str] | None, typer.Argument(help="Show the stored questions of these prompts, with their answers.")] = None,
+    as_json: JsonOpt = False,
+):
+    """What the alignment rewards (dsg, vqa) have stored: questions per prompt and answers per
+    image, counted with how many were parsed as asked; with prompts, their questions."""
+    from promptevo.rewards.alignment import AlignmentCache, cache_path
+
+    if not cache_path().exists():
+        raise UserError(f"no alignment questions stored yet ({cache_path()}): score with --objective dsg=1 or vqa=1 first")
+    cache = AlignmentCache()
+    try:
+        data = {"cache": str(cache.path), **cache.stats(), "prompts": {p: cache.prompt_questions(p) for p in prompts or []}}
+    finally:
+        cache.close()
+    if as_json:
+        print_json(data)
+        return
+    table = Table("stored", "model", "rows", "parsed as asked", title=f"alignment cache {escape(data['cache'])}")
+    for kind in ("questions", "answers"):
+        for r in data[kind]:
+            table.add_row(kind, escape(r["model"]), str(r["rows"]), f"{r['parsed'] or 0} ({100 * (r['parsed'] or 0) / r['rows']:.0f}%)")
+    out.print(table)
+    for prompt, rows in data["prompts"].items():
+        table = Table("model", "id", "question", "depends on", "answers", "mean P(yes)", title=escape(prompt))
+        for q in rows:
+            table.add_row(escape(q["model"]), str(q["id"]), escape(q["question"]), ", ".join(map(str, q["depends"])) or "-",
+                          str(q["answers"]), "-" if q["mean_p_yes"] is None else f"{q['mean_p_yes']:.2f}")
+        out.print(table if rows else f"{escape(prompt)}: no questions stored")
+
+
+@app.command()
 def render(
     prompts: Annotated[list[str], typer.Argument(help="Prompts to render.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for PNGs and their JSON sidecars.")] = Path("images"),

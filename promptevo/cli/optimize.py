@@ -25,8 +25,12 @@ from promptevo.cli.common import (
     LLMBaseURLOpt,
     LLMModelOpt,
     LLMStructuredOpt,
+    MaxCostOpt,
+    MaxImagesOpt,
+    MaxLLMCallsOpt,
     MaxModelsOpt,
     ObjectiveOpt,
+    PriceOpt,
     ProfileOpt,
     RayActorsOpt,
     RayAddressOpt,
@@ -40,6 +44,8 @@ from promptevo.cli.common import (
 )
 from promptevo.config import Profile
 from promptevo.errors import UserError
+from promptevo.optimise import budget
+from promptevo.optimise.budget import BudgetReached, Limits
 from promptevo.promptdb.prompt_io import check_prompts
 from promptevo.storage.store import Store
 
@@ -121,6 +127,13 @@ def _run_loop(store: Store, run_id: str, profile: Profile, as_json: bool, models
             summary = opt.run_all(wait=wait)
         except RunBusy:
             raise
+        except BudgetReached as exc:  # a clean stop: the summary so far, and how to go on
+            from promptevo.optimise.summary import summarize
+
+            err.print(escape(f"run {run_id} stopped at its budget: {exc}. Raise the limit and continue with "
+                             f"`promptevo runs resume {run_id} --db {store.path} --max-images N` (or --max-llm-calls, "
+                             "--max-cost)"), soft_wrap=True)
+            summary = summarize(opt.repo, run_id)
         except UserError as exc:  # the LLM server failed or refused: say how to continue
             opt.repo.event(run_id, "stopped", {"reason": type(exc).__name__, "message": str(exc)})
             raise UserError(f"{exc}\nrun {run_id} stopped; continue with `promptevo runs resume {run_id} --db {store.path}`") from None
@@ -158,9 +171,11 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
         out.print(f"[bold]best instruction[/] #{best['id']} ({chosen}mean gain {_fmt(best['mean_reward'])} over {best['pulls']} search rounds{retired}):")
         out.print(f"  {escape(best['text'])}")
     if summary.get("budget"):
-        b = summary["budget"]
-        out.print(f"budget: {b['images']} images scored ({b['search_images']} to decide), {b['llm_calls']} LLM calls "
-                  f"({b['prompt_tokens'] + b['completion_tokens']} tokens), {b['wall_s']:.0f} s in rounds")
+        out.print(escape(budget.describe(summary["budget"])))
+    if summary.get("versus_recipes"):
+        d = summary["versus_recipes"]
+        out.print(f"answer minus the best seed recipe ({escape(d['recipe'])}) on held-out prompts: {_fmt(d['mean'])} "
+                  f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] over {d['n']} (prompt, seed) pairs")
     if summary.get("retouch"):
         steps = summary["retouch"]["plan"]
         out.print(f"[bold]retouch plan[/] ({summary['retouch'].get('source', 'given')}, every image, the naive prompt's too):"
@@ -169,6 +184,10 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
             out.print(escape(f"  {s['op']} {s['value']:+g}" + (f": {s['reason']}" if s.get("reason") else "")))
     if summary.get("variants"):
         _print_variants(summary["variants"])
+    for c in summary.get("vision_critiques") or []:
+        tokens = (c.get("prompt_tokens") or 0) + (c.get("completion_tokens") or 0)
+        out.print(escape(f"round {c['round']}: the critic saw {len(c['images'])} images of #{c['instruction_id']} ({tokens} tokens): "
+                         f"shows: {c['shows'] or '-'}; misses: {c['misses'] or '-'}"), soft_wrap=True)
     if summary.get("parse_rates"):
         table = Table("role", "replies", "as asked", "repaired", "fallback", "usable",
                       title="LLM replies per role: in the form asked, repaired by the tolerant parser, or unusable (fallback used)")
@@ -243,6 +262,14 @@ def _print_variants(v: dict[str, Any]) -> None:
 
 
 
+def limits_from(max_images: int | None, max_llm_calls: int | None, max_cost: float | None, price: list[str] | None) -> Limits:
+    from promptevo.optimise.budget import parse_price
+
+    limits = Limits(max_images, max_llm_calls, max_cost, dict(parse_price(p) for p in price or []))
+    limits.validate()
+    return limits
+
+
 def _retouch_option(value: str | None):
     if value is None or value == "auto":
         return value
@@ -311,6 +338,9 @@ def optimize(
     heldout_fraction: Annotated[float, typer.Option(help="Share of prompts held out for the final comparison.")] = 0.34,
     eval_seeds: Annotated[int, typer.Option(min=1, help="Fresh seeds per held-out prompt.")] = 2,
     instruction: Annotated[list[str] | None, typer.Option(help="Initial instruction(s); default: three built-in ones.")] = None,
+    seed_recipes: Annotated[str | None, typer.Option(help="Known recipes added to the first population, comma-separated: suffix (a fixed style suffix, no LLM), refine ('Refine this prompt.'), reference (the nearest --reference-db prompt's style). Each is compared with the answer on held-out prompts.")] = None,
+    recipe_file: Annotated[Path | None, typer.Option(help="More recipes, one per line: an instruction, or a template where {prompt} is the user's prompt (applied without the LLM).")] = None,
+    critic_vision: Annotated[bool, typer.Option(help="The critic also sees the weak arm's worst and best images of the round (a vision model behind --llm-base-url).")] = False,
     seed: Annotated[int, typer.Option(help="Seed for prompt sampling, image seeds and the split.")] = 0,
     objective: ObjectiveOpt = None,
     guard: GuardOpt = None,
@@ -337,6 +367,10 @@ def optimize(
     workers: WorkersOpt = "local",
     ray_address: RayAddressOpt = None,
     ray_actors: RayActorsOpt = None,
+    max_images: MaxImagesOpt = None,
+    max_llm_calls: MaxLLMCallsOpt = None,
+    max_cost: MaxCostOpt = None,
+    price: PriceOpt = None,
     as_json: JsonOpt = False,
 ):
     """Evolve the rewriting instruction on your prompts and compare it on held-out prompts;
@@ -384,7 +418,19 @@ def optimize(
                                  feedback_file=str(feedback_file.resolve()) if feedback_file else None,
                                  retouch=_retouch_option(retouch), variants=_variant_options(variant, variants_file, prof),
                                  variant_search=variant_search, route_groups=route_groups, cost_weight=cost_weight)
+    if seed_recipes or recipe_file:
+        from promptevo.optimise.recipes import resolve
+
+        names = [n.strip() for n in (seed_recipes or "").split(",") if n.strip()]
+        config = dataclasses.replace(config, recipes=resolve(names, recipe_file, reference_db=bool(config.reference_db)))
+    config = dataclasses.replace(config, critic_vision=critic_vision)
     config.validate()
+    limits = limits_from(max_images, max_llm_calls, max_cost, price)
+    from promptevo.optimise.budget import first_round_warning
+
+    warning = first_round_warning(config, limits)
+    if warning:
+        err.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
     if db.exists():  # a damaged or read-only database fails here, before minutes of model loading
         Store(db).close()
     else:
@@ -397,6 +443,11 @@ def optimize(
     Store.make_folder(db)
     with Store(db) as store:
         run_id = create_run(store, prof, config, given)
+        if limits.any() or limits.prices:
+            from promptevo.optimise.budget import set_limits
+            from promptevo.storage.repository import RunRepository
+
+            set_limits(RunRepository(store), run_id, limits)
         err.print(f"run [bold]{run_id}[/] in {db} (resume with `promptevo runs resume {run_id} --db {db}`)")
         _run_loop(store, run_id, prof, as_json, models)
 

@@ -14,8 +14,12 @@ from promptevo.cli.common import (
     DbOpt,
     GuardOpt,
     JsonOpt,
+    MaxCostOpt,
+    MaxImagesOpt,
+    MaxLLMCallsOpt,
     MaxModelsOpt,
     ObjectiveOpt,
+    PriceOpt,
     RayActorsOpt,
     RayAddressOpt,
     WorkersOpt,
@@ -25,7 +29,7 @@ from promptevo.cli.common import (
     out,
     print_json,
 )
-from promptevo.cli.optimize import _fmt, _load_models, _print_summary, _run_loop, verdict_line
+from promptevo.cli.optimize import _fmt, _load_models, _print_summary, _run_loop, limits_from, verdict_line
 from promptevo.config import Profile, profile_from_dict
 from promptevo.errors import UserError
 from promptevo.llms.backends import close_llm
@@ -113,6 +117,10 @@ def runs_resume(
     workers: WorkersOpt = "local",
     ray_address: RayAddressOpt = None,
     ray_actors: RayActorsOpt = None,
+    max_images: MaxImagesOpt = None,
+    max_llm_calls: MaxLLMCallsOpt = None,
+    max_cost: MaxCostOpt = None,
+    price: PriceOpt = None,
     as_json: JsonOpt = False,
 ):
     """Continue a run that was stopped or killed with the models it was made with (any
@@ -129,6 +137,11 @@ def runs_resume(
             return
         if not wait:
             check_free(repo, run_id)  # refuse before minutes of model loading
+        limits = limits_from(max_images, max_llm_calls, max_cost, price)
+        if limits.any() or limits.prices:  # raised (or lowered) limits: the stages they allow run
+            from promptevo.optimise.budget import set_limits
+
+            set_limits(repo, run_id, limits)
         profile = _stored_profile(store, run_id)
         _run_loop(store, run_id, profile, as_json, _load_models(profile, workers, ray_address, ray_actors, max_models), wait=wait)
 

@@ -34,7 +34,7 @@ from promptevo.stats import mean_ci
 from promptevo.storage.repository import RunRepository
 from promptevo.storage.store import Store
 
-_OPT_FIELDS = {f.name for f in fields(OptimizeConfig)}
+_OPT_FIELDS = {f.name for f in fields(OptimizeConfig)} | {"seed_recipes"}
 
 
 @dataclass
@@ -76,6 +76,10 @@ class ExperimentConfig:
             if reference_db is None:
                 raise UserError(f"arm {arm!r} sets reference_db but the config has no reference_source")
             merged["reference_db"] = str(reference_db)
+        if "seed_recipes" in merged:
+            from promptevo.optimise.recipes import resolve
+
+            merged["recipes"] = resolve(merged.pop("seed_recipes"), reference_db=bool(merged.get("reference_db")))
         merged["seed"] = self.seed + 1000 * repeat
         for key in ("initial_instructions", "baselines"):
             if key in merged:
@@ -247,6 +251,23 @@ def _routing_rows(metrics: dict[str, list[dict[str, Any]]]) -> list[dict[str, An
     return rows
 
 
+def _recipe_rows(metrics: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per arm: its answer minus the fixed style suffix, and minus the best of its own seed
+    recipes on held-out prompts (the recipe that did best there: the stricter comparison), both
+    paired within each run, intervals over repeats."""
+    rows = []
+    for arm, ms in metrics.items():
+        for against, pick in (("suffix baseline", lambda g: g.get("suffix")),
+                              ("best seed recipe", lambda g: max((v for k, v in g.items() if k.startswith("recipe:")), default=None))):
+            pairs = [(m["gains"]["best"], pick(m["gains"])) for m in ms if "best" in m["gains"] and pick(m["gains"]) is not None]
+            if len(pairs) < 2:
+                continue
+            d = mean_ci([a - b for a, b in pairs])
+            rows.append({"arm": arm, "against": against, "runs": len(pairs), "diff": d.mean, "diff_low": d.low,
+                         "diff_high": d.high, "diff_excludes_zero": d.excludes_zero()})
+    return rows
+
+
 def summarise(cfg: ExperimentConfig, out: Path) -> dict[str, Any]:
     metrics: dict[str, list[dict[str, Any]]] = {}
     for arm in cfg.arms:
@@ -296,7 +317,7 @@ def summarise(cfg: ExperimentConfig, out: Path) -> dict[str, Any]:
             per_reward.append(row)
     return {"name": cfg.name, "models": cfg.models, "repeats": cfg.repeats, "reference_arm": cfg.reference_arm,
             "rows": rows + baselines, "curves": curves, "synthetic": cfg.models == "synthetic", "per_reward": per_reward,
-            "routing": _routing_rows(metrics)}
+            "routing": _routing_rows(metrics), "recipes": _recipe_rows(metrics)}
 
 
 def _f(v: Any) -> str:
@@ -340,6 +361,13 @@ def write_results(cfg: ExperimentConfig, out: Path, results: dict[str, Any]) -> 
         for r in results["routing"]:
             lines.append(f"| {r['arm']} | {r['runs']} | {r['routed']:+.3f} | [{r['routed_low']:+.3f}, {r['routed_high']:+.3f}] | "
                          f"{r['best']:+.3f} | [{r['best_low']:+.3f}, {r['best_high']:+.3f}] | {r['diff']:+.3f} | "
+                         f"[{r['diff_low']:+.3f}, {r['diff_high']:+.3f}]{' *' if r['diff_excludes_zero'] else ''} |")
+    if results.get("recipes"):
+        lines += ["", "Each arm's answer against the fixed style suffix and against the best of the run's own seed recipes "
+                  "on held-out prompts, paired within each run; intervals over repeats.", "",
+                  "| arm | against | runs | answer minus it | 95% CI |", "|---|---|---:|---:|---|"]
+        for r in results["recipes"]:
+            lines.append(f"| {r['arm']} | {r['against']} | {r['runs']} | {r['diff']:+.3f} | "
                          f"[{r['diff_low']:+.3f}, {r['diff_high']:+.3f}]{' *' if r['diff_excludes_zero'] else ''} |")
     budgets = [r for r in results["rows"] if "budget" in r]
     if budgets:

@@ -42,8 +42,10 @@ class LLMFatalError(UserError):
 
 
 class OpenAIChatLLM:
-    def __init__(self, config: LLMConfig, *, sleep: Callable[[float], None] = time.sleep, extra_body: dict | None = None):
-        """`extra_body`: server-specific request fields (llama.cpp's `cache_prompt`). With
+    def __init__(self, config: LLMConfig, *, sleep: Callable[[float], None] = time.sleep, extra_body: dict | None = None,
+                 top_logprobs: int = 0):
+        """`extra_body`: server-specific request fields (llama.cpp's `cache_prompt`).
+        `top_logprobs`: ask for the first token's most likely alternatives (a VQAScore's P(yes)). With
         `config.structured`, each role's JSON schema goes as `response_format` (a server that
         constrains output to it) and the role's parser gets the reply in its text form (`llms.schemas`)."""
         import openai
@@ -64,6 +66,7 @@ class OpenAIChatLLM:
         self._pool = ThreadPoolExecutor(max_workers=max(1, config.max_concurrency))
         self._extra = {"extra_body": extra_body} if extra_body else {}
         self.structured = config.structured
+        self.top_logprobs = top_logprobs
 
     def _one(self, messages: list[Message], temperature: float, seed: int | None, role: str | None = None) -> Completion:
         import openai
@@ -84,6 +87,7 @@ class OpenAIChatLLM:
                     max_tokens=max_tokens,
                     **({"seed": seed} if seed is not None else {}),
                     **({"response_format": structure} if structure else {}),
+                    **({"logprobs": True, "top_logprobs": self.top_logprobs} if self.top_logprobs else {}),
                     **self._extra,
                 )
                 choices = getattr(resp, "choices", None) or []
@@ -94,6 +98,7 @@ class OpenAIChatLLM:
                     text = as_text(role, text)
                 usage = getattr(resp, "usage", None)
                 return Completion(
+                    top_logprobs=_first_token_logprobs(choices[0]) if self.top_logprobs else None,
                     text=text,
                     model=self.config.model,
                     prompt_tokens=getattr(usage, "prompt_tokens", None),
@@ -109,6 +114,10 @@ class OpenAIChatLLM:
                     log.warning("the LLM server does not take response_format (%s); asking for free text", _short(body, 120))
                     self.structured, structure = False, None
                     max_tokens = self.config.max_new_tokens
+                    continue
+                if status == 400 and self.top_logprobs and "logprobs" in body:
+                    log.warning("the LLM server does not give logprobs (%s); reading answers as text", _short(body, 120))
+                    self.top_logprobs = 0
                     continue
                 if status in (401, 403, 404) or "insufficient_quota" in body:
                     raise LLMFatalError(
@@ -137,6 +146,15 @@ class OpenAIChatLLM:
         futures = [self._pool.submit(self._one, list(r.messages), temp, None if seed is None else seed + i, r.role)
                    for i, r in enumerate(requests)]
         return [f.result() for f in futures]
+
+
+def _first_token_logprobs(choice) -> tuple[tuple[str, float], ...] | None:
+    """The first generated token's top alternatives as (token, log-probability), or None."""
+    try:
+        first = choice.logprobs.content[0]
+        return tuple((str(t.token), float(t.logprob)) for t in first.top_logprobs)
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None
 
 
 def _retry_after(exc) -> float | None:

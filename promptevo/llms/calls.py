@@ -33,12 +33,13 @@ def ask(
     temperature: float | None = None,
     images: Sequence | None = None,
 ) -> list[Call]:
-    """One call per fields dict; with `images` ([3, H, W] tensors, one per request), each user
-    message carries its image too, for vision models (OpenAI's content parts)."""
+    """One call per fields dict; with `images` (per request a [3, H, W] tensor in [0, 1], or a
+    list of them), the last user message carries them too, for vision models (OpenAI's content
+    parts). The log keeps each image as its content hash, not its pixels."""
     tpl = template(template_name)
-    requests = [Request(role, tpl.messages(**f) if images is None else with_image(tpl.messages(**f), images[i]), dict(f))
+    requests = [Request(role, tpl.messages(**f) if images is None else with_images(tpl.messages(**f), images[i]), dict(f))
                 for i, f in enumerate(fields)]
-    conversations = [r.messages for r in requests]
+    conversations = [loggable(r.messages) for r in requests]
     completions = llm.complete(requests, seed=seed, temperature=temperature)
     calls = []
     for messages, comp in zip(conversations, completions):
@@ -59,16 +60,40 @@ def ask(
     return calls
 
 
-def with_image(messages: list[Message], image) -> list[dict[str, Any]]:
-    """The conversation with `image` (a [3, H, W] tensor in [0, 1]) after the last message's text."""
+def with_images(messages: list[Message], images) -> list[dict[str, Any]]:
+    """The conversation with `images` (a [3, H, W] tensor in [0, 1], or a list of them) after the
+    last message's text, as PNG data URLs."""
     import base64
 
     from promptevo.images import png_bytes, to_uint8
 
-    url = "data:image/png;base64," + base64.b64encode(png_bytes(to_uint8(image[None])[0])).decode()
+    parts = [{"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(
+        png_bytes(to_uint8(image[None])[0])).decode()}} for image in (images if isinstance(images, (list, tuple)) else [images])]
     last = messages[-1]
-    return [*messages[:-1], {"role": last["role"], "content": [{"type": "text", "text": last["content"]},
-                                                               {"type": "image_url", "image_url": {"url": url}}]}]
+    return [*messages[:-1], {"role": last["role"], "content": [{"type": "text", "text": last["content"]}, *parts]}]
+
+
+def loggable(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The conversation as logged: each data-URL image replaced by `sha256:` and the hash of its
+    bytes (what was sent stays identifiable; the log does not fill with base64)."""
+    import base64
+
+    from promptevo.hashing import sha256_hex
+
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, list):
+            parts = []
+            for part in content:
+                url = (part.get("image_url") or {}).get("url", "") if part.get("type") == "image_url" else ""
+                if url.startswith("data:"):
+                    data = base64.b64decode(url.partition(",")[2] or "", validate=False)
+                    part = {"type": "image_url", "image_url": {"url": "sha256:" + sha256_hex(data)}}
+                parts.append(part)
+            content = parts
+        out.append({**m, "content": content})
+    return out
 
 
 def _short(text: str | None, n: int = 200) -> str:

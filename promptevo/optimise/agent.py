@@ -123,3 +123,16 @@ def decide(llm: LLM, repo: RunRepository, run_id: str, round: int, *, goal: str,
 
 def round_(x: float) -> float:
     return float(f"{x:.3f}")
+
+
+def read_feedback_file(repo: RunRepository, run_id: str, path: str | None, round: int) -> None:
+    """New text in the feedback file becomes a feedback event (what `runs feedback` adds)."""
+    if not path:
+        return
+    try:
+        text = open(path, encoding="utf-8").read().strip()[:2000]
+    except OSError:
+        return
+    seen = {e["data"]["text"] for e in repo.events(run_id, "feedback")}
+    if text and text not in seen:
+        repo.event(run_id, "feedback", {"text": text, "source": path}, round=round)

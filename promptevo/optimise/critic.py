@@ -11,8 +11,10 @@ them as text, and stand-in LLMs read the fields themselves.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from promptevo.llms.calls import ask
 from promptevo.llms.parsing import gradient_outcome, instruction_outcome, parse_gradient, parse_instruction
@@ -103,6 +105,71 @@ def critique(llm: LLM, instruction: str, examples: Examples, n: int, *, repo: Ru
     return Critique([i.improvement for i in items] or blind_improvements(n), call.completion.text, call.call_id)
 
 
+@dataclass(frozen=True)
+class ShownImage:
+    """An image the critic that sees is shown: its pixels, what made it and how it scored."""
+
+    image: Any  # [3, H, W] in [0, 1], downscaled
+    naive: str
+    rendered: str
+    score: float
+    content_hash: str
+
+    def line(self, k: int) -> str:
+        return f"Image {k} (score {self.score:.2f}), short prompt: {self.naive}; rendered from: {self.rendered}"
+
+
+class Lines(tuple):
+    """Image descriptions as a template field: one line each."""
+
+    def __format__(self, spec: str) -> str:
+        return "\n".join(str(x) for x in self)
+
+
+def round_images(repo: RunRepository, run_id: str, round: int, weak: int, objective: Objective, k: int = 2) -> list[ShownImage]:
+    """The weak arm's `k` worst and `k` best images of the round (worst first), downscaled."""
+    from promptevo.images import load_image_tensor
+    from promptevo.llms.vision import downscale
+
+    trials = [t for t in repo.trials(run_id, round=round, instruction_id=weak) if t.arm != "naive"]
+    ranked = sorted(trials, key=lambda t: (objective.score(t.scores), t.id))
+    picked = ranked[:k] + [t for t in ranked[-k:] if t not in ranked[:k]]
+    naive = repo.prompt_texts([t.prompt_id for t in picked])
+    hashes = repo.content_hashes([t.image_id for t in picked])
+    shown = []
+    for t in picked:
+        row = repo.store.image(t.image_id)
+        if row is None:
+            continue
+        shown.append(ShownImage(downscale(load_image_tensor(repo.store.image_path(row))), naive[t.prompt_id], t.rendered,
+                                objective.score(t.scores), hashes.get(t.image_id, "")))
+    return shown
+
+
+_SEEN = re.compile(r"(?im)^\W*(shows|misses)\s*:\s*(.+)$")
+
+
+def critique_seeing(vlm: LLM, instruction: str, examples: Examples, shown: Sequence[ShownImage], n: int, *,
+                    repo: RunRepository, run_id: str, round: int, weak: int, seed: int) -> Critique:
+    """The critic with eyes: the same gradient, from a vision model that also sees `shown`.
+    What it says the images show and miss is stored with the images' content hashes (event
+    `vision_critique`); the call's log keeps the images as hashes."""
+    from promptevo.llms.parsing import clean_text
+
+    lines = Lines(s.line(k) for k, s in enumerate(shown, 1))
+    [call] = ask(vlm, "gradient_vision", [{"instruction": instruction, "examples": examples, "images": lines, "n": n}],
+                 role="gradient", store=repo.store, run_id=run_id, seed=seed, images=[[s.image for s in shown]])
+    text = call.completion.text if call.completion.ok else ""
+    items = parse_gradient(text, limit=n)
+    repo.store.set_parses([(call.call_id, gradient_outcome(text, items) if call.completion.ok else "fallback")])
+    seen = {kind.lower(): clean_text(body, 300) for kind, body in _SEEN.findall(text)}
+    repo.event(run_id, "vision_critique", {
+        "instruction_id": weak, "llm_call_id": call.call_id, "shows": seen.get("shows"), "misses": seen.get("misses"),
+        "images": [{"content_hash": s.content_hash, "score": s.score, "prompt": s.naive} for s in shown],
+        "prompt_tokens": call.completion.prompt_tokens, "completion_tokens": call.completion.completion_tokens}, round=round)
+    return Critique([i.improvement for i in items] or blind_improvements(n), text, call.call_id)
+
+
 def blind_improvements(n: int) -> list[str]:
     """What the updater is asked without a critique (the no-gradient ablation, or no parse)."""
     return [NO_GRADIENT_IMPROVEMENT] * n
@@ -151,3 +218,16 @@ def _instructions(calls, existing: set[str], repo: RunRepository) -> list[Update
         seen.add(text)
         out.append(Update(text, call.call_id))
     return out
+
+
+def vision_critic(opt: Any) -> LLM:
+    """The run's vision model for the critic (`llms.vision`), made once per optimiser: on the tiny
+    profile the tiny LLaVA served in-process, else the configured VLM server."""
+    vlm = getattr(opt, "_vision_critic", None)
+    if vlm is None:
+        from promptevo.config import TINY
+        from promptevo.llms.vision import vision_llm
+
+        tiny = opt.repo.run_config(opt.run_id)["profile"]["scorer"]["version"] == TINY
+        vlm = opt._vision_critic = vision_llm(tiny)
+    return vlm

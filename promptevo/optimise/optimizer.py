@@ -22,8 +22,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from promptevo.evaluation.evaluator import CachedEvaluator, Evaluator, Job, Variant
-from promptevo.llms.templates import STYLE_SUFFIX
-from promptevo.optimise import bandit
+from promptevo.optimise import bandit, budget, recipes
 from promptevo.optimise.generator import rewrite
 from promptevo.optimise.plans import EvaluationPlan, Plan, SearchPlan, SelectionPlan
 from promptevo.optimise.progress import Progress, TimedLLM, llm_calls_left
@@ -155,10 +154,12 @@ class Optimizer:
                     self.variants.sync()
                 for r in range(1, self.config.rounds + 1):
                     if r not in finished:
+                        self._within_budget("search", r, f"search round {r}")
                         self.search_round(r)
                 for phase, stage in ((Phase.selection, self.selection_pass), (Phase.evaluation, self.heldout_evaluation)):
                     row = self.repo.stage_round(self.run_id, phase.value)
                     if row is None or row["status"] != "finished":
+                        self._within_budget(phase.value, row["round"] if row else None, f"the {phase.value} stage")
                         stage()
             finally:
                 if self._owns_references:  # opened here, so closed here
@@ -167,6 +168,17 @@ class Optimizer:
                     self._references, self._owns_references = None, False
             self.repo.set_status(self.run_id, "finished")
         return summarize(self.repo, self.run_id, self.objective)
+
+    def _within_budget(self, stage: str, started: int | None, label: str) -> None:
+        """Stop before a stage that would pass a limit (a stage already begun is finished: its
+        plan is stored and part of its work paid for)."""
+        if started is not None and self.repo.round(self.run_id, started) is not None:
+            return
+        try:
+            budget.check(self.config, self.repo, self.run_id, stage, label)
+        except budget.BudgetReached as exc:
+            self.repo.event(self.run_id, "stopped", {"reason": "budget", "message": str(exc)})
+            raise
 
     def retouch_stage(self) -> None:
         """The run's retouch plan, decided once and stored (event `retouch_plan`) before any round:
@@ -288,25 +300,12 @@ class Optimizer:
         if self.repo.round(self.run_id, r) is not None or any(
                 e["round"] == r for e in self.repo.events(self.run_id) if e["kind"] in ("objective_set", "objective_rejected")):
             return
-        self._read_feedback_file(r)
+        agent.read_feedback_file(self.repo, self.run_id, self.config.feedback_file, r)
         spec = self.objective.spec()
         describe = {n: reward_info(kind).measures for n, kind in spec.get("kinds", {}).items()}
         agent.decide(self.llm, self.repo, self.run_id, r, goal=self.config.goal or "", spec=spec, describe=describe,
                      seed=self.config.seed * 1000 + r)
         self.objective = run_objective(self.repo, self.run_id)
-
-    def _read_feedback_file(self, r: int) -> None:
-        """New text in the feedback file becomes a feedback event (what `runs feedback` adds)."""
-        path = self.config.feedback_file
-        if not path:
-            return
-        try:
-            text = open(path, encoding="utf-8").read().strip()[:2000]
-        except OSError:
-            return
-        seen = {e["data"]["text"] for e in self.repo.events(self.run_id, "feedback")}
-        if text and text not in seen:
-            self.repo.event(self.run_id, "feedback", {"text": text, "source": path}, round=r)
 
     def _rewrites(self, r: int, arms: Sequence[tuple[str, int, str]], prompt_ids: Sequence[str],
                   variant: Variant) -> dict[tuple[int, str], str]:
@@ -314,6 +313,12 @@ class Optimizer:
         have = {(row["instruction_id"], row["prompt_id"]): row["text"] for row in self.repo.rewrites(self.run_id, r)}
         texts = self.repo.prompt_texts(prompt_ids)
         todo = [(iid, text, pid) for _, iid, text in arms for pid in prompt_ids if (iid, pid) not in have]
+        made = recipes.template_rewrites([t for t in todo if recipes.is_template(t[1])], texts, self.references,
+                                         lambda text: self.evaluator.token_count(text, variant), self.evaluator.text_window(variant))
+        if made:
+            self.repo.add_rewrites(self.run_id, r, made)
+            have.update({(m["instruction_id"], m["prompt_id"]): m["text"] for m in made})
+        todo = [t for t in todo if not recipes.is_template(t[1])]
         if todo:
             results = rewrite(
                 self.llm, [t for _, t, _ in todo], [texts[pid] for _, _, pid in todo],
@@ -465,6 +470,7 @@ class Optimizer:
         refine = self.repo.instructions(self.run_id, origin="baseline")
         if "refine" in self.config.baselines and refine:
             arms.append(("refine", refine[0]["id"]))
+        arms += recipes.heldout_arms(self.config.recipes, self.repo.instructions(self.run_id, origin="recipe"))
         variant = self.final_variant
         routed = {pid: (iid, self.variants.variant(vid, True)) for pid, (iid, vid) in (plan.routes or {}).items()}
         with self._gpu_meanwhile(self._naive_jobs(plan.prompts, plan.seeds, variant)):
@@ -472,22 +478,8 @@ class Optimizer:
             for iid in dict.fromkeys(i for i, _ in routed.values()):  # each routed instruction on its group's prompts only
                 rewrites.update(self._rewrites(r, [("routed", iid, self.repo.instruction(iid)["text"])],
                                                [p for p, (i, _) in routed.items() if i == iid], variant))
-        fixed = self._fixed_baselines(plan.prompts)
+        fixed = recipes.fixed_baselines(self.config, self.repo, self.references, plan.prompts)
         self._evaluate_trials(r, plan, arms + [(name, None) for name in fixed], rewrites, variant, fixed, routed)
         with self.repo.atomic():
             self.repo.finish_round(self.run_id, r)
             self.repo.set_best(self.run_id, plan.best)
-
-    def _fixed_baselines(self, prompt_ids: Sequence[str]) -> dict[str, dict[str, str]]:
-        """Baselines that need no LLM: the naive prompt plus a fixed style suffix, and the nearest
-        reference-database prompt used as is (the paper's Lexica baseline)."""
-        texts = self.repo.prompt_texts(prompt_ids)
-        fixed: dict[str, dict[str, str]] = {}
-        if "suffix" in self.config.baselines:
-            fixed["suffix"] = {pid: texts[pid] + STYLE_SUFFIX for pid in prompt_ids}
-        if "reference" in self.config.baselines and self.references:
-            fixed["reference"] = {}
-            for pid in prompt_ids:
-                near = self.references.nearest(texts[pid])
-                fixed["reference"][pid] = near[0]["text"] if near else texts[pid]
-        return fixed

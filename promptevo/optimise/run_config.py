@@ -66,6 +66,8 @@ class OptimizeConfig:
     route_groups: int = 3  # prompt groups of the routing table (with variants)
     cost_weight: float = 0.0  # objective units lost per second a variant takes per image
     strategy: str | None = None  # a registered optimiser strategy; None: "pareto-set" with a Pareto set, else "loop"
+    recipes: tuple[dict[str, str], ...] = ()  # known recipes ({"name", "text"}) added to the first population
+    critic_vision: bool = False  # the critic also sees the weak arm's worst and best images
 
     def validate(self) -> None:
         checks = [
@@ -95,6 +97,8 @@ class OptimizeConfig:
             (self.cost_weight >= 0 and math.isfinite(self.cost_weight), f"--cost-weight must be a finite number >= 0 (got {self.cost_weight})"),
             (not self.cost_weight or bool(self.variants), "--cost-weight weighs the variants' cost: give candidate variants (--variant)"),
             (self.strategy_name != "pareto-set" or self.pareto_set > 0, "the pareto-set strategy needs --pareto-set N > 0"),
+            (bool(self.reference_db) or not any("{reference}" in r["text"] for r in self.recipes),
+             "a recipe with {reference} needs a reference database (--reference-db)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -111,10 +115,12 @@ class OptimizeConfig:
         d["initial_instructions"] = list(self.initial_instructions)
         d["baselines"] = list(self.baselines)
         d["variants"] = [dict(v) for v in self.variants]
+        d["recipes"] = [dict(r) for r in self.recipes]
         for key, default in (("objective", None), ("goal", None), ("agent_every", 2), ("feedback_file", None),
                              ("retouch", None), ("parent", "weakest"), ("history", False), ("merge", False),
                              ("pareto_set", 0), ("variants", []), ("variant_search", "factored"), ("route_groups", 3),
-                             ("cost_weight", 0.0), ("strategy", None)):
+                             ("cost_weight", 0.0), ("strategy", None), ("recipes", []),
+                             ("critic_vision", False)):
             if d[key] == default:
                 d.pop(key)  # runs that use the defaults keep the hash they had
         return d
@@ -125,6 +131,7 @@ class OptimizeConfig:
         d["initial_instructions"] = tuple(d.get("initial_instructions") or SEED_INSTRUCTIONS)
         d["baselines"] = tuple(d.get("baselines") or ())
         d["variants"] = tuple(dict(v) for v in d.get("variants") or ())
+        d["recipes"] = tuple(dict(r) for r in d.get("recipes") or ())
         return cls(**{k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}})
 
 
@@ -158,6 +165,8 @@ def create_run(store: Store, profile: Profile, config: OptimizeConfig, prompts: 
     objective_for(full)  # an unknown objective fails here, before the run exists
     run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
     instructions = [(text, "seed") for text in config.initial_instructions[: max(config.population, 1)]]
+    starting = {text for text, _ in instructions}
+    instructions += [(r["text"], "recipe") for r in config.recipes if r["text"] not in starting]
     if "refine" in config.baselines:  # never in the population: evaluated on held-out prompts only
         instructions.append((REFINE_INSTRUCTION, "baseline"))
     repo = RunRepository(store)

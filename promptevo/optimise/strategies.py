@@ -22,7 +22,10 @@ from promptevo.optimise.critic import (
     blind_improvements,
     critique,
     critique_examples,
+    critique_seeing,
+    round_images,
     update,
+    vision_critic,
 )
 from promptevo.optimise.critic import merge as merge_instructions
 from promptevo.optimise.hints import Ranked, run_hints, run_history
@@ -86,8 +89,13 @@ class LoopStrategy:
                     opt.repo.event(opt.run_id, "gradient_skipped",
                                    {"reason": "no better prompts to contrast", "instruction_id": parent}, round=r)
                     return []
-                found = critique(opt.llm, parent_text, examples, cfg.new_per_gradient, repo=opt.repo,
-                                 run_id=opt.run_id, seed=cfg.seed * 1000 + r)
+                shown = round_images(opt.repo, opt.run_id, r, parent, opt.objective) if cfg.critic_vision else []
+                if shown:
+                    found = critique_seeing(vision_critic(opt), parent_text, examples, shown, cfg.new_per_gradient,
+                                            repo=opt.repo, run_id=opt.run_id, round=r, weak=parent, seed=cfg.seed * 1000 + r)
+                else:
+                    found = critique(opt.llm, parent_text, examples, cfg.new_per_gradient, repo=opt.repo,
+                                     run_id=opt.run_id, seed=cfg.seed * 1000 + r)
                 improvements, text, call_id = found.improvements, found.text, found.llm_call_id
             else:
                 improvements, text, call_id = blind_improvements(cfg.new_per_gradient), "(no gradient: ablation)", None

@@ -45,16 +45,7 @@ def heldout_table(repo: RunRepository, run_id: str, objective: Objective | None 
     naive prompt on the same (prompt, seed) pairs. Only what was measured on the held-out images
     counts: judgement-based rewards (nobody judged a held-out image) are left out here and
     reported apart (`judged_summary`)."""
-    measured = measured_part(objective or run_objective(repo, run_id))
-    if measured is None:
-        return []
-    objective = measured
-    trials = sorted(repo.trials(run_id, phase="evaluation"), key=lambda t: (t.prompt_id, t.seed))
-    by_arm: dict[str, dict[tuple[str, int], float]] = {}
-    instr: dict[str, int | None] = {}
-    for t in trials:
-        by_arm.setdefault(t.arm, {})[(t.prompt_id, t.seed)] = objective.score(t.scores)
-        instr[t.arm] = t.instruction_id
+    by_arm, instr = _heldout_scores(repo, run_id, objective)
     naive = by_arm.get("naive", {})
     table = []
     for arm in sorted(by_arm, key=lambda a: (a != "best", a != "initial", a)):
@@ -66,6 +57,33 @@ def heldout_table(repo: RunRepository, run_id: str, objective: Objective | None 
             "diff_vs_naive": diff.to_dict() if diff else None,
         })
     return table
+
+
+def _heldout_scores(repo: RunRepository, run_id: str, objective: Objective | None
+                    ) -> tuple[dict[str, dict[tuple[str, int], float]], dict[str, int | None]]:
+    """Per held-out arm: the measured objective per (prompt, seed); and each arm's instruction."""
+    measured = measured_part(objective or run_objective(repo, run_id))
+    by_arm: dict[str, dict[tuple[str, int], float]] = {}
+    instr: dict[str, int | None] = {}
+    if measured is None:
+        return by_arm, instr
+    for t in sorted(repo.trials(run_id, phase="evaluation"), key=lambda t: (t.prompt_id, t.seed)):
+        by_arm.setdefault(t.arm, {})[(t.prompt_id, t.seed)] = measured.score(t.scores)
+        instr[t.arm] = t.instruction_id
+    return by_arm, instr
+
+
+def versus_recipes(repo: RunRepository, run_id: str, objective: Objective | None = None) -> dict[str, Any] | None:
+    """The answer against the best of the run's seed recipes on held-out prompts (the one with
+    the highest held-out mean: the stricter comparison), paired on (prompt, seed)."""
+    by_arm, _ = _heldout_scores(repo, run_id, objective)
+    recipes = {a: v for a, v in by_arm.items() if a.startswith("recipe:") and v}
+    best = by_arm.get("best")
+    if not recipes or not best:
+        return None
+    name = max(sorted(recipes), key=lambda a: sum(recipes[a].values()) / len(recipes[a]))
+    keys = sorted(k for k in best if k in recipes[name])
+    return {"recipe": name.removeprefix("recipe:"), **paired_ci([best[k] for k in keys], [recipes[name][k] for k in keys]).to_dict()}
 
 
 def heldout_by_reward(repo: RunRepository, run_id: str) -> dict[str, list[dict[str, Any]]]:
@@ -200,6 +218,19 @@ def variant_summary(repo: RunRepository, run_id: str, objective: Objective | Non
             "routed_vs_best": paired_ci([routed[k] for k in keys], [best[k] for k in keys]).to_dict() if keys else None}
 
 
+def spending(repo: RunRepository, run_id: str) -> dict[str, Any]:
+    """The run's cost in dollars, its limits, and whether it stopped at them."""
+    from promptevo.optimise import budget
+
+    limits = budget.limits_of(repo, run_id)
+    spent = budget.spent(repo, run_id, limits.prices)
+    stops = repo.events(run_id, "stopped")
+    at_budget = stops[-1]["data"]["message"] if stops and stops[-1]["data"].get("reason") == "budget" else None
+    return {"cost_usd": spent["cost_usd"], "unpriced_models": spent["unpriced_models"],
+            "limits": {"max_images": limits.max_images, "max_llm_calls": limits.max_llm_calls, "max_cost": limits.max_cost},
+            "stopped_at_budget": at_budget if status_of(repo.require_run(run_id)) != "finished" else None}
+
+
 def answer_id(repo: RunRepository, run_id: str, stats: dict[int, bandit.ArmStats]) -> int | None:
     """The instruction a run answers with: the one its held-out evaluation compared, else the
     selection pass's choice, else the best search-round mean (retired instructions included)."""
@@ -248,9 +279,11 @@ def summarize(repo: RunRepository, run_id: str, objective: Objective | None = No
         "judged": judged_summary(repo, run_id),
         "parse_rates": parse_rates(repo, run_id),
         "reward_gains": {str(k): v for k, v in reward_gains(repo, run_id).items()},
-        "budget": repo.budget(run_id),
+        "budget": {**repo.budget(run_id), **spending(repo, run_id)},
+        "versus_recipes": versus_recipes(repo, run_id, objective),
         "retouch": next((e["data"] for e in reversed(repo.events(run_id, "retouch_plan"))), None),
         "variants": variant_summary(repo, run_id, objective),
+        "vision_critiques": [{"round": e["round"], **e["data"]} for e in repo.events(run_id, "vision_critique")],
         "objective_decisions": [{"round": e["round"], "kind": e["kind"], **e["data"]} for e in repo.events(run_id)
                                 if e["kind"] in ("objective_set", "objective_rejected", "feedback")],
     }

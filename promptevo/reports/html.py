@@ -252,9 +252,9 @@ def _budget(repo: RunRepository, run_id: str, summary: dict, best_by_round: dict
     best = next((r for r in summary["heldout"] if r["arm"] == "best" and r["diff_vs_naive"]), None)
     if best:
         series["held-out gain of the answer"] = [(b["search_images"], best["diff_vs_naive"]["mean"])]
-    return (f"<h2>Budget</h2><p>{b['images']} images scored, {b['search_images']} of them to decide (search rounds "
-            f"and selection pass); {b['llm_calls']} LLM calls, {b['prompt_tokens'] + b['completion_tokens']:,} tokens; "
-            f"{b['wall_s']:.0f} s in rounds.</p>{line_plot(series, 'images scored by the optimiser', 'gain over naive (objective)')}")
+    from promptevo.optimise.budget import describe
+
+    return (f"<h2>Budget</h2><p>{_e(describe(b).removeprefix('budget: '))}.</p>{line_plot(series, 'images scored by the optimiser', 'gain over naive (objective)')}")
 
 
 def _timings(repo: RunRepository, run_id: str) -> str:
