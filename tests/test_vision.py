@@ -198,3 +198,12 @@ def test_critic_that_sees_in_a_tiny_run_with_an_alignment_objective(tmp_path, ti
     data = json.loads(listed.stdout)
     assert any(r["model"] == "tiny-llava" and r["rows"] >= 1 for r in data["questions"]) and data["prompts"]["a waterfall"]
     assert dataclasses.asdict(config)["critic_vision"] is True
+
+
+def test_alignment_rewards_serve_as_objective_terms_and_guards():
+    from promptevo.rewards.objective import weighted_objective
+
+    configs, spec = weighted_objective("hps=1", ["dsg"], scored={"hps": "hps-tiny"}, tiny=True, device="cpu")
+    assert configs["dsg"].kind == "dsg" and configs["dsg"].version == "tiny" and spec["guards"] == {"dsg-tiny": 0.1}
+    configs, spec = weighted_objective("hps=1,vqa=2", [], scored={"hps": "hps-tiny"}, tiny=True, device="cpu")
+    assert set(spec["weights"]) == {"hps-tiny", "vqa-tiny"} and spec["scales"]["vqa-tiny"] == 0.1
