@@ -63,13 +63,17 @@ class RenderConfig:
     tiny_vae: str | None = None  # TAESD decoder (hub id, folder, or "tiny") instead of the full VAE
     kind: str = "diffusers"  # the registered renderer that draws it: diffusers, tiny, synthetic
     scheduler: str | None = None  # a diffusers scheduler class name (e.g. EulerDiscreteScheduler); None: the model's own
+    max_sequence_length: int | None = None  # T5 tokens (FLUX, SD3); None: the pipeline's default
+    cpu_offload: bool = False  # model CPU offload (diffusers): a large model on a smaller card, slower
+    attention_slicing: bool = False  # attention in slices: less memory, slower
 
     def __post_init__(self) -> None:
-        # Turbo models are distilled for 1-4 steps without classifier-free guidance; more steps
-        # or guidance give washed-out or burnt images and would make every comparison meaningless.
-        if "turbo" in self.model.lower() and not (1 <= self.steps <= 4 and self.guidance == 0):
-            raise UserError(f"{self.model} is a turbo model: it needs 1 to 4 steps and guidance 0 "
-                            f"(got {self.steps} steps, guidance {self.guidance})")
+        # Distilled models (turbo, schnell) take 1-4 steps without classifier-free guidance; more
+        # steps or guidance give washed-out or burnt images and would make every comparison
+        # meaningless. Sizes and text windows a known model cannot take are refused too.
+        from promptevo.render_models import check
+
+        check(self.model, self.steps, self.guidance, self.width, self.height, self.max_sequence_length)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -81,7 +85,8 @@ class RenderConfig:
         d = self.to_dict()
         d.pop("max_batch")
         d.pop("kind")  # which code draws it; the model reference already names what is drawn
-        for key, default in (("channels_last", False), ("compile", False), ("tiny_vae", None), ("scheduler", None)):
+        for key, default in (("channels_last", False), ("compile", False), ("tiny_vae", None), ("scheduler", None),
+                             ("max_sequence_length", None), ("cpu_offload", False), ("attention_slicing", False)):
             if d[key] == default:
                 d.pop(key)
         return d
@@ -157,7 +162,15 @@ class Profile:
             if llm.backend in ("local", "llamacpp"):  # a GGUF file is served by llama.cpp; a hub id or folder runs in transformers
                 llm = replace(llm, backend="llamacpp" if llm_model.lower().endswith(".gguf") else "local")
         if render_model:  # a real model is drawn by diffusers, whatever drew the profile's own
-            render = replace(render, model=render_model, kind="diffusers" if render.kind == "tiny" else render.kind)
+            from promptevo.render_models import known
+
+            entry = known(render_model)
+            if entry is not None and render_model != render.model:  # a known model starts from its own defaults
+                render = replace(render, model=render_model, steps=entry.steps, guidance=entry.guidance, width=entry.size,
+                                 height=entry.size, dtype=entry.dtype, max_sequence_length=None,
+                                 kind="diffusers" if render.kind == "tiny" else render.kind)
+            else:
+                render = replace(render, model=render_model, kind="diffusers" if render.kind == "tiny" else render.kind)
         if hps_checkpoint:
             scorer = replace(scorer, checkpoint=hps_checkpoint)
         if channels_last or compile or tiny_vae:
@@ -209,6 +222,37 @@ PROFILES: dict[str, Profile] = {
                 "hub model stabilityai/sdxl-turbo (or --render-model PATH)",
                 "hub file xswu/HPSv2 HPS_v2_compressed.pt (or --hps-checkpoint PATH)",
                 "OPENAI_API_KEY",
+            ),
+        ),
+        Profile(
+            name="flux-schnell",
+            description="FLUX.1-schnell (Apache-2.0): 4 steps, no guidance, T5 window of 256 tokens, bfloat16, "
+            "1024 px; HPS v2.1; an OpenAI-compatible LLM.",
+            llm=LLMConfig(backend="openai", model="gpt-4o-mini"),
+            render=RenderConfig(model="black-forest-labs/FLUX.1-schnell", steps=4, guidance=0.0, width=1024, height=1024,
+                                dtype="bfloat16", max_batch=8),
+            scorer=ScorerConfig(version="v2.1", dtype="float16", max_batch=128),
+            needs=(
+                "hub model black-forest-labs/FLUX.1-schnell, about 34 GB in bfloat16 (or --render-model PATH)",
+                "a GPU with about 40 GB, or --cpu-offload on a smaller one",
+                "hub file xswu/HPSv2 HPS_v2.1_compressed.pt (or --hps-checkpoint PATH)",
+                "OPENAI_API_KEY, or --llm-base-url for a local server",
+            ),
+        ),
+        Profile(
+            name="sd35-turbo",
+            description="Stable Diffusion 3.5 Large Turbo: 4 steps, no guidance, CLIP-L + bigG (77) and T5 (256), "
+            "bfloat16, 1024 px; HPS v2.1; an OpenAI-compatible LLM.",
+            llm=LLMConfig(backend="openai", model="gpt-4o-mini"),
+            render=RenderConfig(model="stabilityai/stable-diffusion-3.5-large-turbo", steps=4, guidance=0.0, width=1024,
+                                height=1024, dtype="bfloat16", max_batch=8),
+            scorer=ScorerConfig(version="v2.1", dtype="float16", max_batch=128),
+            needs=(
+                "hub model stabilityai/stable-diffusion-3.5-large-turbo (gated: accept its licence on the hub, "
+                "`huggingface-cli login`), about 27 GB in bfloat16 (or --render-model PATH)",
+                "a GPU with about 33 GB, or --cpu-offload on a smaller one",
+                "hub file xswu/HPSv2 HPS_v2.1_compressed.pt (or --hps-checkpoint PATH)",
+                "OPENAI_API_KEY, or --llm-base-url for a local server",
             ),
         ),
     ]

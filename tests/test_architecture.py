@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "promptevo"
 
 # bottom to top; a module may import from its own layer (no cycle) or any lower one
 LAYERS = [
-    {"errors", "hashing", "interrupts", "stats", "human", "devices", "config", "model_cache", "images", "display"},
+    {"errors", "hashing", "interrupts", "stats", "human", "devices", "render_models", "config", "model_cache", "images", "display"},
     {"registry", "embed"},
     {"storage"},
     {"renderers", "rewards", "llms"},

@@ -148,7 +148,9 @@ class LocalEvaluator:
         return self.renderer_for(variant).token_count(text)
 
     def text_window(self, variant: Variant) -> int:
-        return self.renderer_for(variant).config.text_window
+        """The variant's own model's window (a FLUX variant reads 256 T5 tokens where SD reads 77)."""
+        renderer = self.renderer_for(variant)
+        return getattr(renderer, "window", renderer.config.text_window)
 
     def evaluate(self, jobs: Sequence[Job]) -> list[Evaluation]:
         """Render each distinct (variant, text, seed) once, one batch per variant, apply the

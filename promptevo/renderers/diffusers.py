@@ -27,7 +27,30 @@ def model_source(model: str) -> str:
         from promptevo.renderers.tiny import tiny_sd_path
 
         return str(tiny_sd_path())
+    from promptevo.renderers.tiny_dit import TINY_MODELS
+
+    if model in TINY_MODELS:
+        return str(TINY_MODELS[model]())
     return model
+
+
+def text_window(pipe, config: RenderConfig) -> tuple[Any, int]:
+    """The tokenizer and window the prompt reaches the model through: a pipeline that takes
+    `max_sequence_length` (FLUX, SD3, SANA, PixArt) reads its long encoder (T5, Gemma) up to
+    that many tokens (the config's, else the model table's, else the pipeline's default); a CLIP-only pipeline (SD,
+    SDXL) reads `text_window` CLIP tokens."""
+    import inspect
+
+    param = inspect.signature(pipe.__call__).parameters.get("max_sequence_length")
+    if param is None:
+        return pipe.tokenizer, config.text_window
+    long = [t for t in (getattr(pipe, "tokenizer_3", None), getattr(pipe, "tokenizer_2", None), pipe.tokenizer)
+            if t is not None and "CLIP" not in type(t).__name__]
+    from promptevo.render_models import known
+
+    entry = known(config.model)  # FLUX.1-schnell reads 256 T5 tokens where its pipeline's default is 512
+    window = config.max_sequence_length or (entry.window if entry else int(param.default))
+    return (long[0] if long else pipe.tokenizer), window
 
 
 def load_pipeline(model: str, dtype, device: str):
@@ -73,11 +96,19 @@ def apply_speed_settings(pipe, config: RenderConfig, dtype, device: str) -> None
         except (OSError, ValueError) as exc:
             raise ModelNotFound(f"cannot load tiny VAE {source!r}: {str(exc).splitlines()[0]} "
                                 "(e.g. madebyollin/taesd for SD 1.x/2.x, madebyollin/taesdxl for SDXL)") from None
+    denoiser = "unet" if getattr(pipe, "unet", None) is not None else "transformer"  # SD/SDXL, or a DiT
     if config.channels_last:
-        pipe.unet.to(memory_format=torch.channels_last)
+        getattr(pipe, denoiser).to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)
     if config.compile:
-        pipe.unet = torch.compile(pipe.unet, mode="reduce-overhead", fullgraph=False)
+        setattr(pipe, denoiser, torch.compile(getattr(pipe, denoiser), mode="reduce-overhead", fullgraph=False))
+    if config.attention_slicing:
+        pipe.enable_attention_slicing()
+    if config.cpu_offload:
+        if not device.startswith("cuda"):
+            raise ModelNotFound("--cpu-offload moves a model between a GPU and the CPU: it needs a CUDA device")
+        pipe.to("cpu")
+        pipe.enable_model_cpu_offload()
 
 
 class DiffusersRenderer:
@@ -90,7 +121,9 @@ class DiffusersRenderer:
         self.config = dataclasses.replace(config, device=device, dtype=str(dtype).replace("torch.", ""))
         self.pipe = load_pipeline(config.model, dtype, device)
         apply_speed_settings(self.pipe, self.config, dtype, device)
-        self._count_tokenizer = copy.deepcopy(self.pipe.tokenizer)
+        tokenizer, self.window = text_window(self.pipe, self.config)
+        self.reads_long_text = tokenizer is not self.pipe.tokenizer or self.window != self.config.text_window
+        self._count_tokenizer = copy.deepcopy(tokenizer)
         self._lock = threading.Lock()  # one pipeline call at a time (views share the pipeline)
         self.pipeline_calls = 0
         self.batch_limit = config.max_batch
@@ -119,7 +152,8 @@ class DiffusersRenderer:
         return view
 
     def token_count(self, text: str) -> int:
-        """CLIP tokens including start and end markers; over `text_window` the encoder truncates.
+        """Tokens of the encoder the prompt reaches the model through (CLIP, or the long T5 of
+        FLUX and SD3), markers included; over `window` the encoder truncates.
         Uses its own copy of the tokenizer: a fast tokenizer keeps its padding and truncation
         settings between calls, so sharing one with a pipeline running on another thread (the
         render overlapped with the LLM) corrupts that pipeline's batch."""
@@ -138,6 +172,7 @@ class DiffusersRenderer:
             height=self.config.height,
             generator=generators,
             output_type="pt",
+            **({"max_sequence_length": self.window} if self.reads_long_text else {}),
         )
         decoder, scheduler = getattr(self, "_decoder", None), getattr(self, "_scheduler", None)
         with self._lock, torch.inference_mode():
