@@ -179,6 +179,28 @@ class Profile:
         return replace(self, llm=llm, render=render, scorer=scorer)
 
 
+def _hosted_profile(name: str, model: str, title: str, *, gated: bool = False) -> Profile:
+    """A profile for a model of the table (`render_models`), drawn with its own defaults, scored
+    with HPS v2.1, rewritten by an OpenAI-compatible LLM."""
+    from promptevo.render_models import MODELS
+
+    m = MODELS[model]
+    licence = " (gated: accept its licence on the hub, `huggingface-cli login`)" if gated else ""
+    return Profile(
+        name=name,
+        description=f"{title}: {m.steps} steps, guidance {m.guidance:g}, text through {m.encoders}, {m.dtype}, "
+                    f"{m.size} px; HPS v2.1; an OpenAI-compatible LLM.",
+        llm=LLMConfig(backend="openai", model="gpt-4o-mini"),
+        render=RenderConfig(model=model, steps=m.steps, guidance=m.guidance, width=m.size, height=m.size, dtype=m.dtype,
+                            max_batch=8),
+        scorer=ScorerConfig(version="v2.1", dtype="float16", max_batch=128),
+        needs=(f"hub model {model}{licence}, about {m.params_b * 2:.0f} GB in {m.dtype} (or --render-model PATH)",
+               f"a GPU with about {m.memory_gb():.0f} GB (an estimate from parameter counts)",
+               "hub file xswu/HPSv2 HPS_v2.1_compressed.pt (or --hps-checkpoint PATH)",
+               "OPENAI_API_KEY, or --llm-base-url for a local server"),
+    )
+
+
 PROFILES: dict[str, Profile] = {
     p.name: p
     for p in [
@@ -224,37 +246,9 @@ PROFILES: dict[str, Profile] = {
                 "OPENAI_API_KEY",
             ),
         ),
-        Profile(
-            name="flux-schnell",
-            description="FLUX.1-schnell (Apache-2.0): 4 steps, no guidance, T5 window of 256 tokens, bfloat16, "
-            "1024 px; HPS v2.1; an OpenAI-compatible LLM.",
-            llm=LLMConfig(backend="openai", model="gpt-4o-mini"),
-            render=RenderConfig(model="black-forest-labs/FLUX.1-schnell", steps=4, guidance=0.0, width=1024, height=1024,
-                                dtype="bfloat16", max_batch=8),
-            scorer=ScorerConfig(version="v2.1", dtype="float16", max_batch=128),
-            needs=(
-                "hub model black-forest-labs/FLUX.1-schnell, about 34 GB in bfloat16 (or --render-model PATH)",
-                "a GPU with about 40 GB, or --cpu-offload on a smaller one",
-                "hub file xswu/HPSv2 HPS_v2.1_compressed.pt (or --hps-checkpoint PATH)",
-                "OPENAI_API_KEY, or --llm-base-url for a local server",
-            ),
-        ),
-        Profile(
-            name="sd35-turbo",
-            description="Stable Diffusion 3.5 Large Turbo: 4 steps, no guidance, CLIP-L + bigG (77) and T5 (256), "
-            "bfloat16, 1024 px; HPS v2.1; an OpenAI-compatible LLM.",
-            llm=LLMConfig(backend="openai", model="gpt-4o-mini"),
-            render=RenderConfig(model="stabilityai/stable-diffusion-3.5-large-turbo", steps=4, guidance=0.0, width=1024,
-                                height=1024, dtype="bfloat16", max_batch=8),
-            scorer=ScorerConfig(version="v2.1", dtype="float16", max_batch=128),
-            needs=(
-                "hub model stabilityai/stable-diffusion-3.5-large-turbo (gated: accept its licence on the hub, "
-                "`huggingface-cli login`), about 27 GB in bfloat16 (or --render-model PATH)",
-                "a GPU with about 33 GB, or --cpu-offload on a smaller one",
-                "hub file xswu/HPSv2 HPS_v2.1_compressed.pt (or --hps-checkpoint PATH)",
-                "OPENAI_API_KEY, or --llm-base-url for a local server",
-            ),
-        ),
+        _hosted_profile("flux-schnell", "black-forest-labs/FLUX.1-schnell", "FLUX.1-schnell (Apache-2.0)"),
+        _hosted_profile("sd35-turbo", "stabilityai/stable-diffusion-3.5-large-turbo", "Stable Diffusion 3.5 Large Turbo",
+                        gated=True),
     ]
 }
 
