@@ -102,8 +102,8 @@ def price_of(model: str, prices: dict[str, tuple[float, float]]) -> tuple[float,
 
 
 def spent(repo: RunRepository, run_id: str, prices: dict[str, tuple[float, float]] | None = None) -> dict[str, Any]:
-    """What the run has spent: images scored, LLM calls, dollars, and the models without a price
-    (counted as free, and named so the number is not trusted blindly)."""
+    """What the run has spent: `RunRepository.budget`'s counts, dollars, and the models without a
+    price (counted as free, and named so the number is not trusted blindly)."""
     prices = limits_of(repo, run_id).prices if prices is None else prices
     used = repo.budget(run_id)
     cost, unpriced = 0.0, []
@@ -115,22 +115,27 @@ def spent(repo: RunRepository, run_id: str, prices: dict[str, tuple[float, float
             unpriced.append(row["model"])
             continue
         cost += (row["p"] * price[0] + row["c"] * price[1]) / 1e6
-    return {"images": used["images"], "llm_calls": used["llm_calls"], "cost_usd": round(cost, 6), "unpriced_models": unpriced}
+    return {**used, "cost_usd": round(cost, 6), "unpriced_models": unpriced}
 
 
 def stage_estimate(cfg: OptimizeConfig, repo: RunRepository, run_id: str, stage: str) -> dict[str, int]:
-    """Images and LLM calls a stage takes at most (cached images count too: an upper bound)."""
+    """Images and LLM calls a stage takes at most (cached images count too: an upper bound); the
+    budget checks and the progress display's "LLM calls left" both read it."""
     n_opt = len(repo.prompts(run_id, "optimize"))
     n_held = len(repo.prompts(run_id, "heldout")) or n_opt
     if stage == "search":
-        prompts = (cfg.pareto_set or cfg.batch_size) * cfg.seeds_per_prompt
-        calls = cfg.arms_per_round * (cfg.pareto_set or cfg.batch_size) + (1 + cfg.new_per_gradient if cfg.gradient else cfg.new_per_gradient)
-        return {"images": prompts * (cfg.arms_per_round + 1), "llm_calls": calls + int(cfg.merge)}
+        prompts = cfg.pareto_set or cfg.batch_size
+        critique = int(cfg.gradient) + cfg.new_per_gradient if cfg.new_per_gradient else 0
+        return {"images": prompts * cfg.seeds_per_prompt * (cfg.arms_per_round + 1),
+                "llm_calls": cfg.arms_per_round * prompts + critique + int(cfg.merge)}
     if stage == "selection":
         n = min(cfg.select_prompts, n_opt)
         return {"images": n * (cfg.population * 2 + 1), "llm_calls": n * cfg.population * 2}
+    from promptevo.optimise.recipes import is_template
+
+    rewritten = 2 + int("refine" in cfg.baselines) + sum(not is_template(r["text"]) for r in cfg.recipes)
     arms = 3 + len(cfg.baselines) + len(cfg.recipes)
-    return {"images": n_held * cfg.eval_seeds * arms, "llm_calls": n_held * (3 + len(cfg.recipes))}
+    return {"images": n_held * cfg.eval_seeds * arms, "llm_calls": n_held * rewritten}
 
 
 def check(cfg: OptimizeConfig, repo: RunRepository, run_id: str, stage: str, label: str) -> None:

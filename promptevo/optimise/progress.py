@@ -46,12 +46,9 @@ class TimedLLM:
 def llm_calls_left(cfg: OptimizeConfig, repo: RunRepository, run_id: str, round: int, stage: str) -> int:
     """LLM calls a run still makes, estimated: search rounds left, the selection pass and the
     held-out evaluation."""
-    prompts = cfg.pareto_set or cfg.batch_size
-    per_round = cfg.arms_per_round * prompts + (1 + cfg.new_per_gradient if cfg.new_per_gradient else 0) + int(cfg.merge)
+    from promptevo.optimise.budget import stage_estimate
+
     search_left = max(0, cfg.rounds - round + (0 if stage == "round finished" else 1)) if stage not in (
         "selection", "held-out evaluation") else 0
-    n_opt = len(repo.prompts(run_id, "optimize"))
-    n_held = len(repo.prompts(run_id, "heldout")) or n_opt
-    selection = 0 if stage == "held-out evaluation" else min(cfg.select_prompts, n_opt) * (cfg.population * 2)
-    evaluation = n_held * (3 if "refine" in cfg.baselines else 2)
-    return search_left * per_round + selection + evaluation
+    stages = [("search", search_left), ("selection", int(stage != "held-out evaluation")), ("evaluation", 1)]
+    return sum(n * stage_estimate(cfg, repo, run_id, name)["llm_calls"] for name, n in stages if n)

@@ -61,8 +61,10 @@ def resolve(names: Sequence[str], path: Path | None = None, *, reference_db: boo
             if len(text) > MAX_RECIPE_CHARS:
                 raise UserError(f"--recipe-file {path}: line {i} is longer than {MAX_RECIPE_CHARS} characters")
             out.append({"name": f"file:{i}", "text": text})
-    seen: set[str] = set()
-    return tuple(r for r in out if not (r["text"] in seen or seen.add(r["text"])))  # type: ignore[func-returns-value]
+    unique: dict[str, dict[str, str]] = {}
+    for r in out:  # a recipe given twice is kept once, under its first name
+        unique.setdefault(r["text"], r)
+    return tuple(unique.values())
 
 
 def template_rewrites(todo: Sequence[tuple[int, str, str]], texts: dict[str, str], references,

@@ -219,15 +219,14 @@ def variant_summary(repo: RunRepository, run_id: str, objective: Objective | Non
 
 
 def spending(repo: RunRepository, run_id: str) -> dict[str, Any]:
-    """The run's cost in dollars, its limits, and whether it stopped at them."""
+    """What the run spent (counts and dollars), its limits, and whether it stopped at them."""
     from promptevo.optimise import budget
 
     limits = budget.limits_of(repo, run_id)
     spent = budget.spent(repo, run_id, limits.prices)
     stops = repo.events(run_id, "stopped")
     at_budget = stops[-1]["data"]["message"] if stops and stops[-1]["data"].get("reason") == "budget" else None
-    return {"cost_usd": spent["cost_usd"], "unpriced_models": spent["unpriced_models"],
-            "limits": {"max_images": limits.max_images, "max_llm_calls": limits.max_llm_calls, "max_cost": limits.max_cost},
+    return {**spent, "limits": {"max_images": limits.max_images, "max_llm_calls": limits.max_llm_calls, "max_cost": limits.max_cost},
             "stopped_at_budget": at_budget if status_of(repo.require_run(run_id)) != "finished" else None}
 
 
@@ -279,7 +278,7 @@ def summarize(repo: RunRepository, run_id: str, objective: Objective | None = No
         "judged": judged_summary(repo, run_id),
         "parse_rates": parse_rates(repo, run_id),
         "reward_gains": {str(k): v for k, v in reward_gains(repo, run_id).items()},
-        "budget": {**repo.budget(run_id), **spending(repo, run_id)},
+        "budget": spending(repo, run_id),
         "versus_recipes": versus_recipes(repo, run_id, objective),
         "retouch": next((e["data"] for e in reversed(repo.events(run_id, "retouch_plan"))), None),
         "variants": variant_summary(repo, run_id, objective),
