@@ -74,6 +74,8 @@ class RenderConfig:
         from promptevo.render_models import check
 
         check(self.model, self.steps, self.guidance, self.width, self.height, self.max_sequence_length)
+        if self.kind in ("tiny", "diffusers") and (self.width % 8 or self.height % 8):  # the VAE's factor
+            raise UserError(f"{self.model}: width and height must be multiples of 8 (got {self.width}x{self.height})")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -147,6 +149,7 @@ class Profile:
         compile: bool = False,
         tiny_vae: str | None = None,
         llm_structured: bool | None = None,
+        render_settings: dict[str, Any] | None = None,
     ) -> Profile:
         llm, render, scorer = self.llm, self.render, self.scorer
         if llm_structured is not None:
@@ -173,9 +176,15 @@ class Profile:
                 render = replace(render, model=render_model, kind="diffusers" if render.kind == "tiny" else render.kind)
         if hps_checkpoint:
             scorer = replace(scorer, checkpoint=hps_checkpoint)
+        if tiny_vae == "auto":
+            from promptevo.render_models import tiny_vae_for
+
+            tiny_vae = tiny_vae_for(render.model)
         if channels_last or compile or tiny_vae:
             render = replace(render, channels_last=channels_last or render.channels_last,
                              compile=compile or render.compile, tiny_vae=tiny_vae or render.tiny_vae)
+        if render_settings:  # size, max_sequence_length, cpu_offload, attention_slicing: checked by RenderConfig
+            render = replace(render, **render_settings)
         return replace(self, llm=llm, render=render, scorer=scorer)
 
 

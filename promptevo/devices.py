@@ -29,7 +29,10 @@ def resolve_dtype(dtype: str, device: str):
 
 
 def quiet_libraries() -> None:
+    """Errors only from the model libraries (an offline hub cache makes huggingface_hub warn on
+    every load that it could not reach the hub)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
     try:
         from diffusers.utils import logging as dlog
 

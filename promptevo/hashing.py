@@ -15,5 +15,14 @@ def sha256_hex(data: bytes | str, length: int = 64) -> str:
     return hashlib.sha256(data).hexdigest()[:length]
 
 
+def file_sha256(path) -> str:
+    """A file's sha256, read in chunks (model files are gigabytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def config_hash(value: Any) -> str:
     return sha256_hex(stable_json(value), 16)

@@ -55,14 +55,24 @@ MODELS = {m.name: m for m in [
     RenderModel("PixArt-alpha/PixArt-XL-2-1024-MS", "pixart", 20, 4.5, 1024, "float16", 120, "T5-XXL (120)", 5.4,
                 max_window=120, multiple=8),
     RenderModel("tiny-flux", "flux", 2, 0.0, 64, "float32", 256, "CLIP BPE (77, pooled) + T5-like (256)", 0.001, True,
-                max_window=256, multiple=16),
+                max_window=256, multiple=16, tiny_vae="tiny"),
     RenderModel("tiny-sd3", "sd3", 2, 0.0, 64, "float32", 256, "CLIP BPE (77) x2 + T5-like (256)", 0.001, True,
-                max_window=512, multiple=16),
+                max_window=512, multiple=16, tiny_vae="tiny"),
 ]}
 
 
 def known(model: str) -> RenderModel | None:
     return MODELS.get(model)
+
+
+def tiny_vae_for(model: str) -> str:
+    """`--tiny-vae auto`: the tiny autoencoder that decodes this model's latents."""
+    entry = known(model)
+    if model == "tiny":
+        return "tiny"
+    if entry is None or entry.tiny_vae is None:
+        raise UserError(f"--tiny-vae auto: no known tiny autoencoder for {model}; name one (a hub id or a folder)")
+    return entry.tiny_vae
 
 
 def check(model: str, steps: int, guidance: float, width: int, height: int, max_sequence_length: int | None) -> None:

@@ -23,12 +23,24 @@ def synthetic_parts():
 
 # -- renderers ------------------------------------------------------------------------------------
 
-RENDERERS = ["tiny", "synthetic"]
+RENDERERS = ["tiny", "synthetic", "tiny-flux", "tiny-sd3"]
+
+
+def _dit(model: str):
+    """The tiny FLUX (searching with its tiny autoencoder) or SD3, drawn by diffusers."""
+    import dataclasses
+
+    from promptevo.config import PROFILES
+    from promptevo.registry import build_renderer
+
+    render = PROFILES["tiny"].with_overrides(render_model=model, tiny_vae="auto" if model == "tiny-flux" else None).render
+    return build_renderer(dataclasses.replace(render, width=32, height=32))
 
 
 @pytest.fixture(params=RENDERERS)
 def any_renderer(request, renderer, synthetic_parts):
-    return {"tiny": lambda: renderer, "synthetic": lambda: synthetic_parts[1]}[request.param]()
+    return {"tiny": lambda: renderer, "synthetic": lambda: synthetic_parts[1], "tiny-flux": lambda: _dit("tiny-flux"),
+            "tiny-sd3": lambda: _dit("tiny-sd3")}[request.param]()
 
 
 def test_renderer_contract(any_renderer):

@@ -90,3 +90,42 @@ def test_known_models_bring_their_defaults_and_refuse_what_they_cannot_take():
     base = RenderConfig(model="tiny", steps=2, guidance=0.0, width=64, height=64)
     assert base.hash == RenderConfig(model="tiny", steps=2, guidance=0.0, width=64, height=64).hash
     assert dataclasses.replace(base, attention_slicing=True).hash != base.hash
+
+
+def test_the_tiny_autoencoder_is_the_models_own_and_a_mismatch_is_one_line(tmp_path):
+    import torch
+    from diffusers import AutoencoderTiny
+
+    from promptevo.render_models import tiny_vae_for
+    from promptevo.renderers.diffusers import DiffusersRenderer
+
+    assert [tiny_vae_for(m) for m in ("stabilityai/sd-turbo", "stabilityai/sdxl-turbo", "black-forest-labs/FLUX.1-schnell",
+                                      "stabilityai/stable-diffusion-3.5-large-turbo", "tiny-flux")] == [
+        "madebyollin/taesd", "madebyollin/taesdxl", "madebyollin/taef1", "madebyollin/taesd3", "tiny"]
+    with pytest.raises(UserError, match="no known tiny autoencoder for my/model"):
+        tiny_vae_for("my/model")
+    profile = PROFILES["tiny"].with_overrides(render_model="tiny-flux", tiny_vae="auto")
+    assert profile.render.tiny_vae == "tiny"
+    torch.manual_seed(0)
+    AutoencoderTiny(encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8), num_encoder_blocks=(1, 1),
+                    num_decoder_blocks=(1, 1), latent_channels=16).save_pretrained(tmp_path / "taef1-like")
+    with pytest.raises(UserError, match="decodes 16-channel latents, tiny-flux makes 4"):
+        DiffusersRenderer(dataclasses.replace(profile.render, tiny_vae=str(tmp_path / "taef1-like")))
+
+
+def test_render_settings_from_the_command_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from promptevo.cli.common import build_profile
+    from promptevo.cli.main import _register_subcommands, app
+
+    _register_subcommands()
+    p = build_profile("flux-schnell", size="512x768", max_sequence_length=128, cpu_offload=True, attention_slicing=True)
+    assert (p.render.width, p.render.height, p.render.max_sequence_length, p.render.cpu_offload, p.render.attention_slicing) == (
+        512, 768, 128, True, True)
+    db = str(tmp_path / "r.db")
+    for args, message in ((["--size", "65x64"], "multiples of 8"), (["--size", "big"], "--size is WIDTHxHEIGHT"),
+                          (["--render-model", "tiny-flux", "--size", "72x72"], "multiples of 16"),
+                          (["--render-model", "tiny-flux", "--max-sequence-length", "900"], "at most 256")):
+        result = CliRunner().invoke(app, ["optimize", "a fox", "--db", db, *args])
+        assert result.exit_code == 2 and message in result.output, (args, result.output)

@@ -223,3 +223,24 @@ def test_optimize_with_two_tiny_variants_then_apply_routes(tmp_path):
     assert len(rows) == 2 and all(r["variant"] == routes[r["group"]]["variant"] for r in rows)
     assert all(r["instruction_id"] == routes[r["group"]]["instruction_id"] and r["rewrite"] for r in rows)
     assert all(r["render"] == {"steps": int(r["variant"].split("=")[1])} for r in rows)
+
+
+def test_a_variant_of_another_model_brings_its_defaults_and_its_own_text_window(evaluator):
+    from promptevo.config import get_profile
+    from promptevo.evaluation.evaluator import Job, Variant
+    from promptevo.optimise.variants import render_of, variant_of
+
+    gpu = get_profile("gpu").render
+    flux = render_of(gpu, {"model": "black-forest-labs/FLUX.1-schnell"})
+    assert (flux.steps, flux.guidance, flux.width, flux.dtype) == (4, 0.0, 1024, "bfloat16")  # FLUX's own, not SD-Turbo's
+    mine = render_of(gpu, {"model": "black-forest-labs/FLUX.1-schnell", "steps": 2, "width": 512})
+    assert (mine.steps, mine.width, mine.height) == (2, 512, 1024)  # the spec's settings over the model's
+    assert render_of(gpu, {"steps": 2}).width == 512  # the same model keeps the run's settings
+
+    dit = variant_of(evaluator.search_variant, {"model": "tiny-flux"})
+    assert isinstance(dit, Variant) and dit.render.kind == "diffusers"
+    assert evaluator.text_window(evaluator.search_variant) == 77 and evaluator.text_window(dit) == 256
+    long = "a fox " * 60  # about 120 CLIP tokens
+    assert evaluator.token_count(long, evaluator.search_variant) > 77
+    out = evaluator.evaluate([Job(long, 1, "a fox", dit), Job("a fox", 1, "a fox", evaluator.search_variant)])
+    assert out[0].error is None and out[0].scores and out[0].scores != out[1].scores

@@ -115,18 +115,32 @@ RenderModelOpt = Annotated[str | None, typer.Option(help="diffusers model: hub i
 HPSCheckpointOpt = Annotated[str | None, typer.Option(help="Local HPS v2/v2.1 checkpoint file.")]
 ChannelsLastOpt = Annotated[bool, typer.Option("--channels-last", help="channels_last memory format for the UNet and VAE (GPU speed).")]
 CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile the UNet (slow first call).")]
-TinyVaeOpt = Annotated[str | None, typer.Option(help="TAESD decoder instead of the full VAE: hub id (madebyollin/taesd, madebyollin/taesdxl), folder, or 'tiny'.")]
+TinyVaeOpt = Annotated[str | None, typer.Option(help="Tiny decoder in the search rounds (the full VAE for the selection pass and held-out images): auto (the model's own: TAESD, TAESDXL, TAEF1, TAESD3), a hub id, a folder, or 'tiny'.")]
+SizeOpt = Annotated[str | None, typer.Option(help="Image size WxH of every render (default: the profile's; the model's multiple, e.g. 16 for FLUX).")]
+MaxSequenceOpt = Annotated[int | None, typer.Option(min=1, help="Long-encoder (T5) tokens FLUX and SD3 read; default: the model's own (FLUX.1-schnell 256).")]
+CpuOffloadOpt = Annotated[bool, typer.Option("--cpu-offload", help="Keep each model on the CPU until it runs (a large model on a smaller card; slower).")]
+AttentionSlicingOpt = Annotated[bool, typer.Option("--attention-slicing", help="Attention in slices: less GPU memory, slower.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout for scripts.")]
 
 
 def build_profile(
     name: str, *, device=None, llm_model=None, llm_base_url=None, render_model=None, hps_checkpoint=None,
-    channels_last=False, compile=False, tiny_vae=None, llm_structured=None,
+    channels_last=False, compile=False, tiny_vae=None, llm_structured=None, size=None, max_sequence_length=None,
+    cpu_offload=False, attention_slicing=False,
 ) -> Profile:
+    settings: dict[str, Any] = {}
+    if size:
+        w, _, h = size.lower().partition("x")
+        if not (w.isdigit() and h.isdigit() and int(w) >= 8 and int(h) >= 8):
+            raise UserError(f"--size is WIDTHxHEIGHT in pixels, e.g. 512x512 (got {size!r})")
+        settings.update(width=int(w), height=int(h))
+    settings.update({k: v for k, v in (("max_sequence_length", max_sequence_length), ("cpu_offload", cpu_offload),
+                                        ("attention_slicing", attention_slicing)) if v})
     return get_profile(name).with_overrides(
         device=device, llm_model=llm_model, llm_base_url=llm_base_url,
         render_model=render_model, hps_checkpoint=hps_checkpoint,
         channels_last=channels_last, compile=compile, tiny_vae=tiny_vae, llm_structured=llm_structured,
+        render_settings=settings,
     )
 
 

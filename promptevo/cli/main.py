@@ -296,7 +296,7 @@ def bench(
     channels_last: ChannelsLastOpt = False,
     compile_: CompileOpt = False,
     tiny_vae: TinyVaeOpt = None,
-    faithful: Annotated[str | None, typer.Option(help="GPU: random-weight sd-turbo or sdxl-turbo plus HPS ViT-H-14 built from the published configs (no download; built once into the cache).")] = None,
+    faithful: Annotated[str | None, typer.Option(help="GPU: random-weight sd-turbo, sdxl-turbo, flux-schnell or sd35-turbo plus HPS ViT-H-14 built from the published configs (no download; built once into the cache; FLUX is 34 GB in bf16).")] = None,
     images: Annotated[int, typer.Option(min=2, help="Images for the batched measurements.")] = 24,
     naive_images: Annotated[int, typer.Option(min=1, help="Images for the naive (one at a time) measurements.")] = 6,
     rounds: Annotated[int, typer.Option(min=1, help="Optimisation rounds for the whole-round measurement.")] = 2,

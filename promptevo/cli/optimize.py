@@ -15,8 +15,10 @@ from rich.table import Table
 from rich.text import Text
 
 from promptevo.cli.common import (
+    AttentionSlicingOpt,
     ChannelsLastOpt,
     CompileOpt,
+    CpuOffloadOpt,
     DbOpt,
     DeviceOpt,
     GuardOpt,
@@ -29,12 +31,14 @@ from promptevo.cli.common import (
     MaxImagesOpt,
     MaxLLMCallsOpt,
     MaxModelsOpt,
+    MaxSequenceOpt,
     ObjectiveOpt,
     PriceOpt,
     ProfileOpt,
     RayActorsOpt,
     RayAddressOpt,
     RenderModelOpt,
+    SizeOpt,
     TinyVaeOpt,
     WorkersOpt,
     build_profile,
@@ -358,6 +362,10 @@ def optimize(
     channels_last: ChannelsLastOpt = False,
     compile_: CompileOpt = False,
     tiny_vae: TinyVaeOpt = None,
+    size: SizeOpt = None,
+    max_sequence_length: MaxSequenceOpt = None,
+    cpu_offload: CpuOffloadOpt = False,
+    attention_slicing: AttentionSlicingOpt = False,
     variant: Annotated[list[str] | None, typer.Option(help="A candidate render variant, e.g. steps=2 or model=PATH,steps=4,guidance=5,scheduler=EulerDiscreteScheduler,size=512x512,retouch=PLAN.json,name=fast. Repeatable: instruction and variant are then optimised together and prompts routed by group.")] = None,
     variants_file: Annotated[Path | None, typer.Option("--variants", help="A TOML file of [[variant]] tables (the same settings as --variant).")] = None,
     variant_search: Annotated[str, typer.Option(help="How pairs are searched: factored (a selector for instructions, another for variants) or joint (one selector over every pair).")] = "factored",
@@ -405,7 +413,8 @@ def optimize(
     )
     prof = build_profile(profile, device=device, llm_model=llm_model, llm_base_url=llm_base_url, llm_structured=llm_structured,
                          render_model=render_model, hps_checkpoint=hps_checkpoint,
-                         channels_last=channels_last, compile=compile_, tiny_vae=tiny_vae)
+                         channels_last=channels_last, compile=compile_, tiny_vae=tiny_vae, size=size,
+                         max_sequence_length=max_sequence_length, cpu_offload=cpu_offload, attention_slicing=attention_slicing)
     if goal and not objective:  # the agent weighs what the repository has installed
         from promptevo.registry import reward_info
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from promptevo.embed import Embedder, from_blobs, to_blob
 from promptevo.errors import UserError
-from promptevo.hashing import sha256_hex
+from promptevo.hashing import file_sha256, sha256_hex
 from promptevo.promptdb.prompt_io import MAX_PROMPT_CHARS, Row, normalize, read_table
 from promptevo.storage.prompt_tables import NewPrompt, PromptTables, Selection
 from promptevo.storage.store import Store
@@ -162,7 +162,7 @@ class PromptDB:
             prompts.append(NewPrompt(text, first.n, len(rows), first.fields.get("id"), first.fields.get("licence"),
                                      first.raw if first.raw != text else None, tags))
         added, already = self.tables.add_source(prompts, name=name, licence=licence, origin=origin, path=path,
-                                                file_sha256=_file_sha256(path), mapping=result.mapping)
+                                                file_sha256=file_sha256(path), mapping=result.mapping)
         repeated = [rows for rows in groups.values() if len(rows) > 1]
         return ImportReport(
             source=name, path=str(path), format=result.format, rows=result.total, added=added, already=already,
@@ -385,13 +385,3 @@ def split_tags(value: str | None) -> tuple[list[str], list[str]]:
         tag = normalize_tag(part)
         (tags if tag else refused).append(tag or part.strip())
     return list(dict.fromkeys(tags)), refused
-
-
-def _file_sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

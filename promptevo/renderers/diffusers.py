@@ -18,7 +18,7 @@ from promptevo.devices import (
     resolve_device,
     resolve_dtype,
 )
-from promptevo.errors import ModelNotFound
+from promptevo.errors import ModelNotFound, UserError
 from promptevo.registry import RenderBatch, register_renderer
 
 
@@ -91,11 +91,15 @@ def apply_speed_settings(pipe, config: RenderConfig, dtype, device: str) -> None
 
             source = str(tiny_taesd_path())
         try:
-            pipe._promptevo_full_vae = pipe.vae  # kept for the final evaluation (see full_decoder)
-            pipe.vae = AutoencoderTiny.from_pretrained(source, torch_dtype=dtype).to(device)
+            tiny = AutoencoderTiny.from_pretrained(source, torch_dtype=dtype)
         except (OSError, ValueError) as exc:
             raise ModelNotFound(f"cannot load tiny VAE {source!r}: {str(exc).splitlines()[0]} "
-                                "(e.g. madebyollin/taesd for SD 1.x/2.x, madebyollin/taesdxl for SDXL)") from None
+                                "(`--tiny-vae auto` picks the model's own: TAESD, TAESDXL, TAEF1 or TAESD3)") from None
+        if tiny.config.latent_channels != pipe.vae.config.latent_channels:
+            raise UserError(f"tiny VAE {source!r} decodes {tiny.config.latent_channels}-channel latents, {config.model} makes "
+                            f"{pipe.vae.config.latent_channels}: `--tiny-vae auto` picks the matching one")
+        pipe._promptevo_full_vae = pipe.vae  # kept for the final evaluation (see full_decoder)
+        pipe.vae = tiny.to(device)
     denoiser = "unet" if getattr(pipe, "unet", None) is not None else "transformer"  # SD/SDXL, or a DiT
     if config.channels_last:
         getattr(pipe, denoiser).to(memory_format=torch.channels_last)

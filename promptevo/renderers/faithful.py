@@ -12,7 +12,7 @@ from pathlib import Path
 
 from promptevo.config import Profile, RenderConfig, ScorerConfig, get_profile
 
-FAITHFUL = ("sd-turbo", "sdxl-turbo")
+FAITHFUL = ("sd-turbo", "sdxl-turbo", "flux-schnell", "sd35-turbo")  # the last two: renderers/faithful_dit.py
 
 
 def _clip_text(hidden: int, layers: int, heads: int, intermediate: int, act: str, projection: int | None = None):
@@ -92,43 +92,79 @@ def build_sdxl_turbo():
     )
 
 
+def build_flux_schnell():
+    from promptevo.renderers.faithful_dit import build_flux_schnell as build
+
+    return build(_clip_text(768, 12, 12, 3072, "quick_gelu"), _tokenizer())
+
+
+def build_sd35_turbo():
+    from promptevo.renderers.faithful_dit import build_sd35_turbo as build
+
+    return build(_clip_text(768, 12, 12, 3072, "quick_gelu", projection=768),
+                 _clip_text(1280, 32, 20, 5120, "gelu", projection=1280), _tokenizer())
+
+
 def faithful_pipeline_path(name: str) -> Path:
+    """The model's folder in the cache, built on first use: SD-Turbo and SDXL-Turbo saved in
+    float16, FLUX and SD3.5 made in bfloat16 from the start."""
     from promptevo.model_cache import build_once
 
-    builders = {"sd-turbo": build_sd_turbo, "sdxl-turbo": build_sdxl_turbo}
+    builders = {"sd-turbo": build_sd_turbo, "sdxl-turbo": build_sdxl_turbo, "flux-schnell": build_flux_schnell,
+                "sd35-turbo": build_sd35_turbo}
 
     def build(dest: Path) -> None:
         import torch
 
+        from promptevo.renderers.faithful_dit import default_dtype
+
         torch.manual_seed(0)
-        builders[name]().to(torch.float16).save_pretrained(dest)
+        if name in ("flux-schnell", "sd35-turbo"):
+            with default_dtype(torch.bfloat16):
+                builders[name]().save_pretrained(dest)
+        else:
+            builders[name]().to(torch.float16).save_pretrained(dest)
 
     return build_once(f"faithful-{name}-v1", build)
 
 
+def faithful_hps_state() -> dict:
+    """Random ViT-H-14 open_clip weights (float16) in the layout of HPS_v2_compressed.pt."""
+    import open_clip
+    import torch
+
+    from promptevo.devices import quiet_root_logger
+
+    torch.manual_seed(0)
+    with quiet_root_logger():
+        model = open_clip.create_model("ViT-H-14", pretrained=None)
+    return {"state_dict": {k: v.half() for k, v in model.state_dict().items()}}
+
+
 def faithful_hps_checkpoint() -> Path:
-    """Random ViT-H-14 open_clip weights in the layout of HPS_v2_compressed.pt."""
     from promptevo.model_cache import build_once
 
     def build(dest: Path) -> None:
-        import open_clip
         import torch
 
-        from promptevo.devices import quiet_root_logger
-
-        torch.manual_seed(0)
-        with quiet_root_logger():
-            model = open_clip.create_model("ViT-H-14", pretrained=None)
-        torch.save({"state_dict": {k: v.half() for k, v in model.state_dict().items()}}, dest)
+        torch.save(faithful_hps_state(), dest)
 
     return build_once("faithful-hps-vit-h-14-v1.pt", build)
 
 
 def faithful_profile(name: str, device: str = "auto") -> Profile:
-    """The gpu/paper profile's sampling (1 step, guidance 0, 512x512, fp16) on random weights."""
-    base = get_profile("paper" if name == "sdxl-turbo" else "gpu")
-    render = RenderConfig(model=str(faithful_pipeline_path(name)), steps=1, guidance=0.0, width=512, height=512,
-                          dtype="float16", device=device, max_batch=base.render.max_batch)
+    """The model's own profile's sampling (SD-Turbo and SDXL-Turbo: 1 step, 512x512, fp16; FLUX
+    and SD3.5: 4 steps, 1024x1024, bf16, their T5 window) on random weights, HPS ViT-H-14."""
+    if name in ("flux-schnell", "sd35-turbo"):
+        from promptevo.render_models import MODELS
+
+        base = get_profile(name)
+        render = dataclasses.replace(base.render, model=str(faithful_pipeline_path(name)), device=device,
+                                     max_sequence_length=MODELS[base.render.model].window)
+    else:
+        base = get_profile("paper" if name == "sdxl-turbo" else "gpu")
+        render = RenderConfig(model=str(faithful_pipeline_path(name)), steps=1, guidance=0.0, width=512, height=512,
+                              dtype="float16", device=device, max_batch=base.render.max_batch)
     scorer = ScorerConfig(version="v2.0", arch="ViT-H-14", checkpoint=str(faithful_hps_checkpoint()), device=device,
                           dtype="float16", max_batch=base.scorer.max_batch)
     return dataclasses.replace(base, name=f"faithful-{name}", description=f"{name} and HPS ViT-H-14, random weights",

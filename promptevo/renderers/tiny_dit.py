@@ -11,6 +11,7 @@ with it are T5-like, not T5's exact counts.
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from pathlib import Path
 
@@ -27,8 +28,10 @@ def _clip_tokenizer():
         return CLIPTokenizer(str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"), model_max_length=77)
 
 
+@functools.lru_cache(maxsize=4)
 def _t5_like_tokenizer(max_length: int):
-    """A fast Unigram tokenizer with T5's special tokens and post-processing."""
+    """A fast Unigram tokenizer with T5's special tokens and post-processing (trained once per
+    process: a few seconds)."""
     import json
 
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers

@@ -66,8 +66,8 @@ class ClipScore(HPSScorer):
             return model
         source = self._weights(config)
         try:
-            with quiet_root_logger():
-                return open_clip.create_model(config.arch, pretrained=source)
+            with quiet_root_logger():  # OpenAI's weights were trained with QuickGELU (open_clip's ViT-L-14 has GELU)
+                return open_clip.create_model(config.arch, pretrained=source, force_quick_gelu=source == "openai")
         except Exception as exc:  # noqa: BLE001 - hub and file errors mean the same to the user
             raise ModelNotFound(f"cannot load CLIP {config.arch} weights {source!r} ({type(exc).__name__}); "
                                 "download them once, or pass a local file as the reward's checkpoint") from None
