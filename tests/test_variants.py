@@ -236,6 +236,8 @@ def test_a_variant_of_another_model_brings_its_defaults_and_its_own_text_window(
     mine = render_of(gpu, {"model": "black-forest-labs/FLUX.1-schnell", "steps": 2, "width": 512})
     assert (mine.steps, mine.width, mine.height) == (2, 512, 1024)  # the spec's settings over the model's
     assert render_of(gpu, {"steps": 2}).width == 512  # the same model keeps the run's settings
+    searching = dataclasses.replace(gpu, tiny_vae="madebyollin/taesd")
+    assert render_of(searching, {"model": "black-forest-labs/FLUX.1-schnell"}).tiny_vae == "madebyollin/taef1"
 
     dit = variant_of(evaluator.search_variant, {"model": "tiny-flux"})
     assert isinstance(dit, Variant) and dit.render.kind == "diffusers"

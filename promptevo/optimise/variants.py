@@ -110,7 +110,7 @@ def named(specs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 def render_of(base: RenderConfig, spec: dict[str, Any]) -> RenderConfig:
     """The base render config with the spec's settings. A model other than the tiny one is drawn
     by diffusers, whatever drew the base; a model of the table (`render_models`) starts from its
-    own steps, guidance, size and dtype, which the spec's settings override."""
+    own steps, guidance, size, dtype and tiny autoencoder, which the spec's settings override."""
     from promptevo.render_models import known
 
     changes: dict[str, Any] = {}
@@ -118,6 +118,8 @@ def render_of(base: RenderConfig, spec: dict[str, Any]) -> RenderConfig:
     if entry is not None:
         changes.update(steps=entry.steps, guidance=entry.guidance, width=entry.size, height=entry.size, dtype=entry.dtype,
                        max_sequence_length=None)
+        if base.tiny_vae:  # a search decoder for this model's latents, not the base model's
+            changes["tiny_vae"] = entry.tiny_vae
     changes.update({k: spec[k] for k in ("model", "steps", "guidance", "scheduler", "width", "height") if k in spec})
     if "model" in changes and base.kind == "tiny" and changes["model"] != TINY:
         changes["kind"] = "diffusers"
