@@ -56,14 +56,11 @@ def _seeded(seed: int = 0) -> None:
     torch.manual_seed(seed)
 
 
-def _pipeline(builder: str) -> Callable[[Path], None]:
+def _pipeline(name: str) -> Callable[[Path], None]:
     def write(dest: Path) -> None:
-        import torch
+        from promptevo.renderers.faithful import save_faithful_pipeline
 
-        from promptevo.renderers import faithful
-
-        _seeded()
-        getattr(faithful, builder)().to(torch.float16).save_pretrained(dest)
+        save_faithful_pipeline(name, dest)
     return write
 
 
@@ -160,8 +157,8 @@ def entries() -> dict[str, list[Entry]]:
     from promptevo.rewards.pickscore import PICKSCORE_HUB, PICKSCORE_PROCESSOR_HUB
 
     return {
-        "sd-turbo": [Entry("sd-turbo", "stabilityai/sd-turbo", _pipeline("build_sd_turbo"), True)],
-        "sdxl-turbo": [Entry("sdxl-turbo", "stabilityai/sdxl-turbo", _pipeline("build_sdxl_turbo"), True)],
+        "sd-turbo": [Entry("sd-turbo", "stabilityai/sd-turbo", _pipeline("sd-turbo"), True)],
+        "sdxl-turbo": [Entry("sdxl-turbo", "stabilityai/sdxl-turbo", _pipeline("sdxl-turbo"), True)],
         "flux-schnell": [Entry("flux-schnell", "black-forest-labs/FLUX.1-schnell", _copy_of(tiny_flux_path), False)],
         "sd35-turbo": [Entry("sd35-turbo", "stabilityai/stable-diffusion-3.5-large-turbo", _copy_of(tiny_sd3_path), False)],
         "tiny-vaes": [Entry("tiny-vaes", "madebyollin/taesd", _taesd, True), Entry("tiny-vaes", "madebyollin/taesdxl", _taesd, True),
@@ -299,7 +296,8 @@ def check_command(root: RootArg, rewards: Annotated[str, typer.Option(help="Rewa
                 if run.returncode:
                     sys.stderr.write(run.stderr[-4000:])
                     raise typer.Exit(run.returncode)
-                summary, spent = json.loads(run.stdout), json.loads(run.stdout)["budget"]
+                summary = json.loads(run.stdout)
+                spent = summary["budget"]
                 print(f"optimize --profile {' '.join([name, *extra])} --device cpu: exit 0 in {time.perf_counter() - started:.0f} s, "
                       f"{spent.get('images')} images, {spent.get('llm_calls')} LLM calls, status {summary['status']}", flush=True)
     finally:

@@ -105,27 +105,28 @@ def build_sd35_turbo():
                  _clip_text(1280, 32, 20, 5120, "gelu", projection=1280), _tokenizer())
 
 
-def faithful_pipeline_path(name: str) -> Path:
-    """The model's folder in the cache, built on first use: SD-Turbo and SDXL-Turbo saved in
-    float16, FLUX and SD3.5 made in bfloat16 from the start."""
-    from promptevo.model_cache import build_once
+def save_faithful_pipeline(name: str, dest: Path) -> None:
+    """Build `name` with seeded random weights and save it as a diffusers folder: SD-Turbo and
+    SDXL-Turbo in float16, FLUX and SD3.5 made in bfloat16 from the start."""
+    import torch
+
+    from promptevo.renderers.faithful_dit import default_dtype
 
     builders = {"sd-turbo": build_sd_turbo, "sdxl-turbo": build_sdxl_turbo, "flux-schnell": build_flux_schnell,
                 "sd35-turbo": build_sd35_turbo}
+    torch.manual_seed(0)
+    if name in ("flux-schnell", "sd35-turbo"):
+        with default_dtype(torch.bfloat16):
+            builders[name]().save_pretrained(dest)
+    else:
+        builders[name]().to(torch.float16).save_pretrained(dest)
 
-    def build(dest: Path) -> None:
-        import torch
 
-        from promptevo.renderers.faithful_dit import default_dtype
+def faithful_pipeline_path(name: str) -> Path:
+    """The model's folder in the cache, built on first use."""
+    from promptevo.model_cache import build_once
 
-        torch.manual_seed(0)
-        if name in ("flux-schnell", "sd35-turbo"):
-            with default_dtype(torch.bfloat16):
-                builders[name]().save_pretrained(dest)
-        else:
-            builders[name]().to(torch.float16).save_pretrained(dest)
-
-    return build_once(f"faithful-{name}-v1", build)
+    return build_once(f"faithful-{name}-v1", lambda dest: save_faithful_pipeline(name, dest))
 
 
 def faithful_hps_state() -> dict:
